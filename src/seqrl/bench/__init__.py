@@ -1,0 +1,1 @@
+"""Benchmarks behind ``seqrl bench``; each writes a JSON result and a Markdown table."""

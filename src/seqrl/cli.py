@@ -1,0 +1,190 @@
+"""The ``seqrl`` command. Thin: it parses arguments and calls the library.
+
+Every mistake a user can make ends in one line ``error: ...`` on stderr and exit code 2 (1 for a bug in
+seqrl itself, with the traceback shown only when SEQRL_DEBUG=1). Heavy imports (torch, gymnasium, h5py)
+happen inside the command functions, so ``seqrl --help`` stays quick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from seqrl import __version__
+from seqrl.errors import SeqrlError
+
+
+class UsageError(SeqrlError):
+    """A bad command line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse prints usage + message; we want one line
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+# ---------------------------------------------------------------------------------------- commands
+def cmd_data_info(args) -> int:
+    from seqrl.data.sources import dataset_info, load_source, reference_for
+
+    dataset = load_source(args.source, env=args.env)
+    info = dataset_info(dataset)
+    if args.json:
+        print(json.dumps(info))
+        return 0
+    ref = reference_for(dataset)
+    lengths = dataset.episode_lengths
+    rows = [
+        ("source", args.source),
+        ("environment", dataset.env_id or "unknown (pass --env to name it)"),
+        ("episodes", f"{info['episodes']} ({int(dataset.episode_terminated.sum())} terminated, "
+                     f"{info['episodes'] - int(dataset.episode_terminated.sum())} truncated)"),
+        ("steps", f"{info['steps']} (episode length {lengths.min()}..{lengths.max()}, "
+                  f"mean {lengths.mean():.1f})"),
+        ("obs_dim / act_dim", f"{info['obs_dim']} / {info['act_dim']}"),
+        ("return mean [min, max]", f"{info['return_mean']:.2f} [{info['return_min']:.2f}, "
+                                   f"{info['return_max']:.2f}]"),
+        ("normalized return mean", "n/a (environment unknown)" if ref is None else
+         f"{info['normalized_return_mean']:.2f} (reference {ref[0]:g} .. {ref[1]:g})"),
+        ("next_observations", "yes" if dataset.next_observations is not None else "no"),
+    ]
+    if dataset.infos:
+        rows.append(("infos", ", ".join(sorted(dataset.infos))))
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"{key:<{width}}  {value}")
+    return 0
+
+
+def cmd_data_export(args) -> int:
+    from seqrl.data.d4rl import save_d4rl
+    from seqrl.data.minari_io import save_minari
+    from seqrl.data.sources import load_source
+
+    dataset = load_source(args.source, env=args.env)
+    if args.to == "d4rl":
+        out = save_d4rl(dataset, args.out, overwrite=args.force)
+        print(f"wrote {dataset.num_episodes} episodes, {dataset.num_steps} steps to {out}")
+    else:
+        out = save_minari(dataset, args.out, overwrite=args.force)
+        print(f"wrote {dataset.num_episodes} episodes, {dataset.num_steps} steps as Minari dataset "
+              f"'{args.out}' ({out}); load it with minari.load_dataset('{args.out}')")
+    return 0
+
+
+def cmd_data_list(args) -> int:
+    from seqrl.data.minari_io import minari_dataset_exists, minari_root
+    from seqrl.data.sources import DATASET_NAMES, minari_id_for
+
+    print(f"seqrl datasets (stored in the Minari root {minari_root()}):")
+    for name in DATASET_NAMES:
+        made = "made" if minari_dataset_exists(minari_id_for(name)) else "-"
+        print(f"  {name:<28} {minari_id_for(name):<36} {made}")
+    return 0
+
+
+def cmd_bench_data(args) -> int:
+    from seqrl.bench.data_bench import run_data_bench
+
+    result = run_data_bench(steps=args.steps, seed=args.seed, out_dir=args.out,
+                            seconds=args.seconds, command=" ".join(["seqrl"] + sys.argv[1:]))
+    if args.json:
+        print(json.dumps(result, indent=2))
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from seqrl.demo import run_demo
+
+    run_demo(workdir=args.workdir, steps=args.steps, seed=args.seed)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------- parser
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="seqrl", description="Offline reinforcement learning as sequence modelling.")
+    parser.add_argument("--version", action="version", version=f"seqrl {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    data = commands.add_parser("data", help="inspect, convert and list datasets")
+    data_cmds = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND", parser_class=_Parser)
+    source_help = ("a D4RL-layout .hdf5/.h5 file, minari:<dataset id>, or a seqrl dataset name "
+                   "such as hopper-medium")
+
+    info = data_cmds.add_parser("info", help="summarise a dataset")
+    info.add_argument("source", metavar="SOURCE", help=source_help)
+    info.add_argument("--env", help="environment of the data when the source does not say "
+                                    "(e.g. hopper or Hopper-v5); enables normalised scores")
+    info.add_argument("--json", action="store_true", help="print one JSON object")
+    info.set_defaults(func=cmd_data_info)
+
+    export = data_cmds.add_parser("export", help="write a dataset as a D4RL HDF5 file or Minari dataset")
+    export.add_argument("source", metavar="SOURCE", help=source_help)
+    export.add_argument("--to", required=True, choices=["d4rl", "minari"], help="output format")
+    export.add_argument("--out", required=True, metavar="PATH_OR_ID",
+                        help="file path (d4rl) or Minari dataset id such as me/hopper/mine-v0 (minari)")
+    export.add_argument("--env", help="environment of the data when the source does not say")
+    export.add_argument("--force", action="store_true", help="replace an existing output")
+    export.set_defaults(func=cmd_data_export)
+
+    listing = data_cmds.add_parser("list", help="list seqrl dataset names and which are made")
+    listing.set_defaults(func=cmd_data_list)
+
+    bench = commands.add_parser("bench", help="measure speed (results go to benchmarks/results/)")
+    bench_cmds = bench.add_subparsers(dest="bench_command", metavar="SUBCOMMAND", parser_class=_Parser)
+    bdata = bench_cmds.add_parser("data", help="load time, memory and sampler throughput on a "
+                                               "synthetic D4RL-layout file")
+    bdata.add_argument("--steps", type=_positive_int, default=1_000_000, help="steps in the file")
+    bdata.add_argument("--seed", type=int, default=0, help="seed of the synthetic data and sampler")
+    bdata.add_argument("--seconds", type=float, default=3.0, help="time per throughput measurement")
+    bdata.add_argument("--out", default="benchmarks/results", help="folder for data.json and data.md")
+    bdata.add_argument("--json", action="store_true", help="also print the result as JSON")
+    bdata.set_defaults(func=cmd_bench_data)
+
+    demo = commands.add_parser("demo", help="the quick tour: collect a small dataset, inspect, "
+                                            "convert and sample it")
+    demo.add_argument("--workdir", default="runs/demo", help="folder for the demo's files")
+    demo.add_argument("--steps", type=_positive_int, default=5000, help="steps to collect")
+    demo.add_argument("--seed", type=int, default=0, help="seed")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if getattr(args, "func", None) is None:
+            sub = {"data": "data", "bench": "bench"}.get(getattr(args, "command", None) or "")
+            raise UsageError(f"missing {'subcommand for ' + sub if sub else 'command'} "
+                             f"(see `seqrl {sub + ' ' if sub else ''}--help`)")
+        return int(args.func(args) or 0)
+    except SeqrlError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug in seqrl: still one line unless asked for the traceback
+        if os.environ.get("SEQRL_DEBUG"):
+            raise
+        msg = " ".join(str(exc).split())[:300]
+        print(f"error: internal error ({type(exc).__name__}: {msg}); rerun with SEQRL_DEBUG=1 for the "
+              f"traceback and please report it", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

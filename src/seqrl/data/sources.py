@@ -1,0 +1,111 @@
+"""Turn what a user types as a dataset SOURCE into a TrajectoryDataset.
+
+A SOURCE is one of:
+  * a path to a D4RL-layout ``.hdf5``/``.h5`` file;
+  * ``minari:<dataset id>``, a dataset in the local Minari root;
+  * a seqrl dataset name such as ``hopper-medium``, stored as the Minari dataset
+    ``seqrl/hopper/medium-v0``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from seqrl.data.trajectories import TrajectoryDataset
+from seqrl.envs.registry import ENVIRONMENTS, env_name
+from seqrl.envs.scores import D4RL_REFERENCE_RETURNS, normalized_score
+from seqrl.errors import DatasetError, UnknownNameError
+
+DATASET_KINDS = ("random", "medium", "medium-replay", "medium-expert", "expert")
+DATASET_NAMES = tuple(f"{env}-{kind}" for env in ENVIRONMENTS for kind in DATASET_KINDS)
+MINARI_NAMESPACE = "seqrl"
+DATASET_VERSION = 0
+
+
+def minari_id_for(name: str) -> str:
+    """Minari id of a seqrl dataset name: ``hopper-medium`` -> ``seqrl/hopper/medium-v0``."""
+    env, kind = split_name(name)
+    return f"{MINARI_NAMESPACE}/{env}/{kind}-v{DATASET_VERSION}"
+
+
+def split_name(name: str) -> tuple[str, str]:
+    env, _, kind = name.partition("-")
+    if name not in DATASET_NAMES:
+        raise UnknownNameError(
+            f"unknown dataset '{name}': give a path to a .hdf5 file, minari:<dataset id>, or a seqrl "
+            f"dataset name ({', '.join(f'{e}-<kind>' for e in ENVIRONMENTS)}; kinds: "
+            f"{', '.join(DATASET_KINDS)})")
+    return env, kind
+
+
+def looks_like_path(source: str) -> bool:
+    return (source.endswith((".hdf5", ".h5")) or "/" in source or "\\" in source
+            or Path(source).exists())
+
+
+def load_source(source: str, env: str | None = None) -> TrajectoryDataset:
+    """Load a dataset from a SOURCE string (see the module docstring)."""
+    from seqrl.data.d4rl import load_d4rl
+    from seqrl.data.minari_io import load_minari, minari_dataset_exists
+
+    if source.startswith("minari:"):
+        dataset = load_minari(source[len("minari:"):])
+    elif looks_like_path(source) and not source.startswith(f"{MINARI_NAMESPACE}/"):
+        dataset = load_d4rl(source, env_id=None)
+        if dataset.env_id is None:
+            dataset.env_id = guess_env_from_filename(source)
+            if dataset.env_id:
+                dataset.metadata["env_from"] = "file name"
+    else:
+        minari_id = minari_id_for(source)
+        if not minari_dataset_exists(minari_id):
+            raise UnknownNameError(
+                f"dataset '{source}' has not been made yet (no Minari dataset '{minari_id}'); "
+                f"make it with `seqrl data make {source}`")
+        dataset = load_minari(minari_id)
+        dataset.name = source
+    if env is not None:
+        from seqrl.envs.registry import gym_id
+
+        dataset.env_id = gym_id(env)
+    return dataset
+
+
+def guess_env_from_filename(path: str) -> str | None:
+    """``hopper_medium-v2.hdf5`` -> ``Hopper-v5``; None when the name starts with no known env."""
+    stem = Path(path).name.lower()
+    first = re.split(r"[-_.]", stem, maxsplit=1)[0]
+    name = env_name(first)
+    return ENVIRONMENTS.get(name)
+
+
+def reference_for(dataset: TrajectoryDataset) -> tuple[float, float] | None:
+    """(ref_min, ref_max) for normalised scores: the dataset's own, else D4RL's for its env, else None."""
+    lo, hi = dataset.metadata.get("ref_min_score"), dataset.metadata.get("ref_max_score")
+    if lo is not None and hi is not None:
+        return float(lo), float(hi)
+    if dataset.env_id:
+        return D4RL_REFERENCE_RETURNS.get(env_name(dataset.env_id))
+    return None
+
+
+def dataset_info(dataset: TrajectoryDataset) -> dict:
+    """The summary ``seqrl data info --json`` prints, with exactly these keys."""
+    if dataset.num_episodes == 0:
+        raise DatasetError(f"{dataset.name}: dataset is empty (0 steps)")
+    returns = dataset.episode_returns
+    ref = reference_for(dataset)
+    return {
+        "episodes": int(dataset.num_episodes),
+        "steps": int(dataset.num_steps),
+        "obs_dim": int(dataset.obs_dim),
+        "act_dim": int(dataset.act_dim),
+        "return_mean": float(np.mean(returns)),
+        "return_min": float(np.min(returns)),
+        "return_max": float(np.max(returns)),
+        "normalized_return_mean": (float(np.mean(normalized_score(returns, *ref)))
+                                   if ref is not None else None),
+    }

@@ -1,0 +1,81 @@
+"""Names for the environments seqrl knows, and factories for single and vectorised instances.
+
+A seqrl name (``hopper``) maps to a gymnasium id (``Hopper-v5``); anything gymnasium can make may also
+be given by its full id. Seeding follows gymnasium: ``reset(seed=s)`` once, then the environment's own
+generator; a vector environment with seed s seeds its copies s, s+1, ...
+"""
+
+from __future__ import annotations
+
+from seqrl.errors import UnknownNameError
+
+ENVIRONMENTS: dict[str, str] = {
+    "hopper": "Hopper-v5",
+    "halfcheetah": "HalfCheetah-v5",
+    "walker2d": "Walker2d-v5",
+    "ant": "Ant-v5",
+}
+# Gymnasium ids of older versions that the same seqrl name (and reference scores) stand for.
+_ALIASES = {
+    "hopper": "hopper", "halfcheetah": "halfcheetah", "cheetah": "halfcheetah",
+    "walker2d": "walker2d", "walker": "walker2d", "ant": "ant",
+}
+
+
+def env_name(env: str) -> str:
+    """seqrl's short name for a name or gymnasium id: ``Hopper-v5`` -> ``hopper``.
+
+    Unknown ids come back lower-cased without their version, so callers can still look them up.
+    """
+    base = env.split("/")[-1].split("-")[0].lower()
+    return _ALIASES.get(base, base)
+
+
+def gym_id(env: str) -> str:
+    """The gymnasium id for a seqrl name; a full gymnasium id passes through unchanged."""
+    if env in ENVIRONMENTS:
+        return ENVIRONMENTS[env]
+    if "-v" in env:
+        return env
+    known = ", ".join(ENVIRONMENTS)
+    raise UnknownNameError(f"unknown environment '{env}' (known: {known}, or a gymnasium id like Hopper-v5)")
+
+
+def make_env(env: str, seed: int | None = None, **kwargs):
+    """One gymnasium environment, reset once with ``seed`` so its generator is seeded."""
+    import gymnasium as gym
+
+    env_id = gym_id(env)
+    try:
+        instance = gym.make(env_id, **kwargs)
+    except gym.error.Error as exc:
+        raise UnknownNameError(f"gymnasium cannot make '{env_id}': {exc}") from None
+    if seed is not None:
+        instance.reset(seed=seed)
+        instance.action_space.seed(seed)
+    return instance
+
+
+def make_vec_env(env: str, num_envs: int, seed: int | None = None, asynchronous: bool = False, **kwargs):
+    """``num_envs`` copies in a gymnasium vector environment; copy i is seeded with ``seed + i``.
+
+    Synchronous by default: MuJoCo steps are tens of microseconds, cheaper than inter-process traffic.
+    """
+    import gymnasium as gym
+
+    env_id = gym_id(env)
+    fns = [lambda: gym.make(env_id, **kwargs) for _ in range(num_envs)]
+    vec = gym.vector.AsyncVectorEnv(fns) if asynchronous else gym.vector.SyncVectorEnv(fns)
+    if seed is not None:
+        vec.reset(seed=seed)
+        vec.action_space.seed(seed)
+    return vec
+
+
+def env_spaces(env: str) -> tuple[int, int]:
+    """(obs_dim, act_dim) of an environment, from a throwaway instance."""
+    instance = make_env(env)
+    try:
+        return instance.observation_space.shape[0], instance.action_space.shape[0]
+    finally:
+        instance.close()
