@@ -184,7 +184,7 @@ def _markdown(r: dict) -> str:
     return f"""# Data-layer benchmark
 
 Command: `{r['command']}`  
-Machine: {m['cpu']} ({m['cores']} cores), Python {m['python']}, numpy {m['numpy']}, h5py {m['h5py']}  
+Machine: {m['cpu']} ({m['cores']} cores, {m['cores_allowed']} allowed to this process), Python {m['python']}, numpy {m['numpy']}, h5py {m['h5py']}  
 Commit: {r['commit']}  
 Seed: {r['seed']}; file: {r['file']['steps']:,} steps, {r['file']['episodes']} episodes, obs 17, act 6, \
 {r['file']['raw_array_bytes'] / 1e6:.1f} MB of arrays (with next_observations)

@@ -22,7 +22,9 @@ def cpu_model() -> str:
 def machine_info() -> dict:
     import numpy
 
-    info = {"cpu": cpu_model(), "cores": os.cpu_count(), "platform": platform.platform(),
+    allowed = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    info = {"cpu": cpu_model(), "cores": os.cpu_count(), "cores_allowed": allowed,
+            "platform": platform.platform(),
             "python": platform.python_version(), "numpy": numpy.__version__}
     for mod in ("torch", "h5py", "gymnasium", "mujoco", "minari"):
         try:
