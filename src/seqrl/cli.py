@@ -74,14 +74,41 @@ def cmd_data_export(args) -> int:
     return 0
 
 
-def cmd_data_list(args) -> int:
-    from seqrl.data.minari_io import minari_dataset_exists, minari_root
-    from seqrl.data.sources import DATASET_NAMES, minari_id_for
+def cmd_data_make(args) -> int:
+    from seqrl.data.recipes import make
 
-    print(f"seqrl datasets (stored in the Minari root {minari_root()}):")
+    target = make(args.name, steps=args.steps, seed=args.seed, fmt=args.format, out=args.out,
+                  force=args.force, num_envs=args.num_envs)
+    if args.format == "minari":
+        print(f"made {args.name} as Minari dataset '{target}'; `seqrl data info {args.name}` summarises it")
+    else:
+        print(f"made {args.name} as {target}")
+    return 0
+
+
+def cmd_data_list(args) -> int:
+    import json as _json
+
+    from seqrl.data.minari_io import minari_dataset_exists, minari_root
+    from seqrl.data.recipes import FULL_STEPS, MEDIUM_REPLAY_STEPS, load_manifest
+    from seqrl.data.sources import DATASET_NAMES, minari_id_for, split_name
+
+    print(f"seqrl datasets (Minari root {minari_root()}):")
+    print(f"  {'name':<26} {'Minari id':<34} {'recipe steps':>12}  made")
     for name in DATASET_NAMES:
-        made = "made" if minari_dataset_exists(minari_id_for(name)) else "-"
-        print(f"  {name:<28} {minari_id_for(name):<36} {made}")
+        env, kind = split_name(name)
+        dataset_id = minari_id_for(name)
+        recipe = MEDIUM_REPLAY_STEPS[env] if kind == "medium-replay" else FULL_STEPS[kind]
+        if minari_dataset_exists(dataset_id):
+            meta = _json.loads((minari_root() / dataset_id / "data" / "metadata.json").read_text())
+            made = f"yes, {meta.get('total_steps', '?')} steps"
+        else:
+            try:
+                load_manifest(env)
+                made = "-"
+            except SeqrlError:
+                made = "- (no behaviour policies shipped yet)"
+        print(f"  {name:<26} {dataset_id:<34} {recipe:>12,}  {made}")
     return 0
 
 
@@ -138,6 +165,19 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--env", help="environment of the data when the source does not say")
     export.add_argument("--force", action="store_true", help="replace an existing output")
     export.set_defaults(func=cmd_data_export)
+
+    make = data_cmds.add_parser("make", help="generate a D4RL-style dataset from shipped behaviour policies")
+    make.add_argument("name", metavar="NAME", help="e.g. hopper-medium (see `seqrl data list`)")
+    make.add_argument("--steps", type=_positive_int, default=None,
+                      help="total steps (default: the D4RL-sized recipe); smaller for quick runs")
+    make.add_argument("--seed", type=int, default=0, help="seed; the same seed gives identical arrays")
+    make.add_argument("--format", choices=["minari", "d4rl"], default="minari",
+                      help="minari (default: into the Minari root as seqrl/<env>/<kind>-v0) or d4rl")
+    make.add_argument("--out", default=None, metavar="PATH_OR_ID",
+                      help="Minari id or .hdf5 path (default: seqrl/<env>/<kind>-v0 or NAME.hdf5)")
+    make.add_argument("--num-envs", type=_positive_int, default=16, help="environment copies run at once")
+    make.add_argument("--force", action="store_true", help="make it again, replacing what is there")
+    make.set_defaults(func=cmd_data_make)
 
     listing = data_cmds.add_parser("list", help="list seqrl dataset names and which are made")
     listing.set_defaults(func=cmd_data_list)

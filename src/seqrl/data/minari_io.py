@@ -76,7 +76,8 @@ def load_minari(dataset_id: str, check_finite: bool = True) -> TrajectoryDataset
         env_id=env_id, name=f"minari:{dataset_id}",
         metadata={"source": "minari", "dataset_id": dataset_id,
                   **{k: meta[k] for k in ("ref_min_score", "ref_max_score", "algorithm_name",
-                                          "description") if meta.get(k) is not None}})
+                                          "description") if meta.get(k) is not None},
+                  **{k: v for k, v in meta.items() if k.startswith("seqrl_")}})
     if check_finite:
         dataset.check_finite()
     return dataset

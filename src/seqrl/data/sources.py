@@ -10,6 +10,7 @@ A SOURCE is one of:
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -46,8 +47,12 @@ def looks_like_path(source: str) -> bool:
             or Path(source).exists())
 
 
-def load_source(source: str, env: str | None = None) -> TrajectoryDataset:
-    """Load a dataset from a SOURCE string (see the module docstring)."""
+def load_source(source: str, env: str | None = None, make_missing: bool = False) -> TrajectoryDataset:
+    """Load a dataset from a SOURCE string (see the module docstring).
+
+    With ``make_missing`` a seqrl dataset name that has not been made yet is generated first (as
+    ``seqrl data make NAME`` would); training commands use this.
+    """
     from seqrl.data.d4rl import load_d4rl
     from seqrl.data.minari_io import load_minari, minari_dataset_exists
 
@@ -61,6 +66,11 @@ def load_source(source: str, env: str | None = None) -> TrajectoryDataset:
                 dataset.metadata["env_from"] = "file name"
     else:
         minari_id = minari_id_for(source)
+        if not minari_dataset_exists(minari_id) and make_missing:
+            from seqrl.data.recipes import make
+
+            print(f"dataset '{source}' is not made yet: making it now (once)", file=sys.stderr)
+            make(source)
         if not minari_dataset_exists(minari_id):
             raise UnknownNameError(
                 f"dataset '{source}' has not been made yet (no Minari dataset '{minari_id}'); "

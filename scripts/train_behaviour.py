@@ -1,0 +1,89 @@
+"""Maintainer tool: train a SAC behaviour policy with stable-baselines3 and keep actor snapshots.
+
+Not needed to generate datasets (the chosen actors ship inside the package as small safetensors files);
+needed only to re-create those actors. Install: pip install -e ".[behaviour]".
+
+    python scripts/train_behaviour.py --env hopper --steps 1000000 --seed 0 --out behaviour_runs/hopper
+
+Every --snapshot-every steps it saves the actor (seqrl's safetensors layout, see
+seqrl/policies/actor.py) and evaluates it for --eval-episodes episodes with *sampled* actions (the way
+datasets are generated), appending a line to log.jsonl. A CPU core does about 100 SAC updates/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def export_actor(model, path: Path, env_id: str, step: int, extra: dict) -> None:
+    from seqrl.policies.actor import save_sb3_actor
+
+    save_sb3_actor(model, path, env_id=env_id, metadata={"train_step": step, **extra})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--env", required=True)
+    parser.add_argument("--steps", type=int, default=1_000_000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--snapshot-every", type=int, default=20_000)
+    parser.add_argument("--eval-episodes", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+
+    from stable_baselines3 import SAC
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    from seqrl.envs.registry import gym_id, make_env
+    from seqrl.policies.actor import load_actor
+
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    env_id = gym_id(args.env)
+    t0 = time.time()
+
+    class Snapshots(BaseCallback):
+        def _on_step(self) -> bool:
+            step = self.num_timesteps
+            if step % args.snapshot_every == 0:
+                path = out / f"actor_{step:07d}.safetensors"
+                export_actor(self.model, path, env_id, step, {"seed": args.seed})
+                actor = load_actor(path)
+                returns = evaluate(actor, env_id, args.eval_episodes, seed=10_000 + step)
+                line = {"step": step, "return_mean": float(np.mean(returns)),
+                        "return_std": float(np.std(returns)), "seconds": round(time.time() - t0, 1)}
+                with open(out / "log.jsonl", "a") as f:
+                    f.write(json.dumps(line) + "\n")
+                self.model.save(out / "latest_model.zip")
+            return True
+
+    def evaluate(actor, env_name, episodes, seed):
+        env = make_env(env_name)
+        rng = np.random.default_rng(seed)
+        returns = []
+        for ep in range(episodes):
+            obs, _ = env.reset(seed=seed + ep)
+            done, total = False, 0.0
+            while not done:
+                obs, r, term, trunc, _ = env.step(actor.act(obs[None], rng)[0])
+                total += r
+                done = term or trunc
+            returns.append(total)
+        env.close()
+        return returns
+
+    env = make_env(args.env)
+    model = SAC("MlpPolicy", env, seed=args.seed, verbose=0, device="cpu")
+    model.learn(args.steps, callback=Snapshots())
+
+
+if __name__ == "__main__":
+    main()

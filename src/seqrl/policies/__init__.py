@@ -1,0 +1,1 @@
+"""Behaviour policies that ship with seqrl and generate its datasets."""
