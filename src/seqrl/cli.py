@@ -122,6 +122,14 @@ def cmd_bench_data(args) -> int:
     return 0
 
 
+def cmd_bench_references(args) -> int:
+    from seqrl.bench.references import run_references
+
+    run_references(episodes=args.episodes, seed=args.seed, out_dir=args.out,
+                   command=" ".join(["seqrl"] + sys.argv[1:]))
+    return 0
+
+
 def cmd_demo(args) -> int:
     from seqrl.demo import run_demo
 
@@ -192,6 +200,13 @@ def build_parser() -> argparse.ArgumentParser:
     bdata.add_argument("--out", default="benchmarks/results", help="folder for data.json and data.md")
     bdata.add_argument("--json", action="store_true", help="also print the result as JSON")
     bdata.set_defaults(func=cmd_bench_data)
+
+    bref = bench_cmds.add_parser("references", help="random (and shipped expert) returns in the v5 "
+                                                    "environments, beside D4RL's reference returns")
+    bref.add_argument("--episodes", type=_positive_int, default=100, help="episodes per environment")
+    bref.add_argument("--seed", type=int, default=0, help="seed")
+    bref.add_argument("--out", default="benchmarks/results", help="folder for references.json/.md")
+    bref.set_defaults(func=cmd_bench_references)
 
     demo = commands.add_parser("demo", help="the quick tour: collect a small dataset, inspect, "
                                             "convert and sample it")
