@@ -132,3 +132,11 @@ def test_missing_policies_give_one_line_error(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("SEQRL_POLICY_ROOT", str(tmp_path / "empty"))
     assert main(["data", "make", "ant-medium", "--steps", "10"]) == 2
     assert capsys.readouterr().err.startswith("error: no behaviour policies for 'ant'")
+
+
+def test_missing_expert_gives_one_line_error(policy_root, capsys):
+    manifest = json.loads((policy_root / "hopper" / "manifest.json").read_text())
+    manifest["expert"] = None
+    (policy_root / "hopper" / "manifest.json").write_text(json.dumps(manifest))
+    assert main(["data", "make", "hopper-medium-expert", "--steps", "10"]) == 2
+    assert capsys.readouterr().err.startswith("error: no expert behaviour policy ships for 'hopper' yet")

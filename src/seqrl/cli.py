@@ -133,7 +133,7 @@ def cmd_bench_references(args) -> int:
 def cmd_bench_make(args) -> int:
     from seqrl.bench.make_bench import run_make_bench
 
-    run_make_bench(args.name, steps=args.steps, seed=args.seed, out_dir=args.out,
+    run_make_bench(args.names, steps=args.steps, seed=args.seed, out_dir=args.out,
                    command=" ".join(["seqrl"] + sys.argv[1:]))
     return 0
 
@@ -216,11 +216,12 @@ def build_parser() -> argparse.ArgumentParser:
     bref.add_argument("--out", default="benchmarks/results", help="folder for references.json/.md")
     bref.set_defaults(func=cmd_bench_references)
 
-    bmake = bench_cmds.add_parser("make", help="wall time and peak memory of `seqrl data make NAME`")
-    bmake.add_argument("name", nargs="?", default="hopper-medium", metavar="NAME", help="recipe")
+    bmake = bench_cmds.add_parser("make", help="make recipes at full size: their returns, wall time and "
+                                               "peak memory")
+    bmake.add_argument("names", nargs="*", default=["hopper-medium"], metavar="NAME", help="recipes")
     bmake.add_argument("--steps", type=_positive_int, default=None, help="steps (default: full recipe)")
     bmake.add_argument("--seed", type=int, default=0, help="seed")
-    bmake.add_argument("--out", default="benchmarks/results", help="folder for make-NAME.json")
+    bmake.add_argument("--out", default="benchmarks/results", help="folder for make.json and make.md")
     bmake.set_defaults(func=cmd_bench_make)
 
     demo = commands.add_parser("demo", help="the quick tour: collect a small dataset, inspect, "

@@ -74,10 +74,18 @@ def recipe_parts(env: str, kind: str, steps: int | None, manifest: dict) -> list
         total = steps or FULL_STEPS[kind]
         if total < 2:
             raise ConfigError(f"{env}-medium-expert needs at least 2 steps, got {total}")
-        return [Part(manifest["medium"], total // 2), Part(manifest["expert"], total - total // 2)]
+        return [Part(_policy(manifest, env, "medium"), total // 2),
+                Part(_policy(manifest, env, "expert"), total - total // 2)]
     if kind in ("random", "medium", "expert"):
-        return [Part(manifest[kind], steps or FULL_STEPS[kind])]
+        return [Part(_policy(manifest, env, kind), steps or FULL_STEPS[kind])]
     raise ConfigError(f"unknown dataset kind '{kind}'")
+
+
+def _policy(manifest: dict, env: str, kind: str) -> str:
+    if not manifest.get(kind):
+        raise DatasetError(f"no {kind} behaviour policy ships for '{env}' yet, so {env}-{kind} recipes "
+                           f"cannot be made (see docs/datasets.md)")
+    return manifest[kind]
 
 
 def content_hash(dataset: TrajectoryDataset) -> str:

@@ -91,6 +91,7 @@ def save_actor(actor: Actor, path: str | Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     save_file({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()}, str(tmp),
               metadata=meta)
+    os.chmod(tmp, 0o644)  # safetensors creates 0600 files; shipped actors must be readable by all
     os.replace(tmp, path)
 
 
