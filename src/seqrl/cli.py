@@ -87,8 +87,6 @@ def cmd_data_make(args) -> int:
 
 
 def cmd_data_list(args) -> int:
-    import json as _json
-
     from seqrl.data.minari_io import minari_dataset_exists, minari_root
     from seqrl.data.recipes import FULL_STEPS, MEDIUM_REPLAY_STEPS, load_manifest
     from seqrl.data.sources import DATASET_NAMES, minari_id_for, split_name
@@ -100,7 +98,7 @@ def cmd_data_list(args) -> int:
         dataset_id = minari_id_for(name)
         recipe = MEDIUM_REPLAY_STEPS[env] if kind == "medium-replay" else FULL_STEPS[kind]
         if minari_dataset_exists(dataset_id):
-            meta = _json.loads((minari_root() / dataset_id / "data" / "metadata.json").read_text())
+            meta = json.loads((minari_root() / dataset_id / "data" / "metadata.json").read_text())
             made = f"yes, {meta.get('total_steps', '?')} steps"
         else:
             try:

@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -20,7 +19,7 @@ def run_demo(workdir: str = "runs/demo", steps: int = 5000, seed: int = 0) -> di
 
     from seqrl.data.collect import collect, random_policy
     from seqrl.data.d4rl import load_d4rl, save_d4rl
-    from seqrl.data.minari_io import load_minari, save_minari
+    from seqrl.data.minari_io import load_minari, minari_root_at, save_minari
     from seqrl.data.sampler import SegmentSampler
     from seqrl.data.sources import dataset_info
 
@@ -43,16 +42,9 @@ def run_demo(workdir: str = "runs/demo", steps: int = 5000, seed: int = 0) -> di
           f"{info['normalized_return_mean']:.2f}")
 
     root = work / "minari"
-    previous = os.environ.get("MINARI_DATASETS_PATH")
-    os.environ["MINARI_DATASETS_PATH"] = str(root)
-    try:
+    with minari_root_at(root):
         save_minari(loaded, "demo/hopper/random-v0", overwrite=True)
         from_minari = load_minari("demo/hopper/random-v0")
-    finally:
-        if previous is None:
-            os.environ.pop("MINARI_DATASETS_PATH")
-        else:
-            os.environ["MINARI_DATASETS_PATH"] = previous
     _check_same(data, from_minari, "Minari dataset")
     print(f"3. exported to Minari as demo/hopper/random-v0 under {root} and re-read it: identical arrays")
 

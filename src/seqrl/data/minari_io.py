@@ -117,9 +117,8 @@ def save_minari(dataset: TrajectoryDataset, dataset_id: str, overwrite: bool = F
             rewards=ep["rewards"], terminations=ep["terminations"], truncations=ep["truncations"],
             infos={}))
     obs_space = gym.spaces.Box(-np.inf, np.inf, (dataset.obs_dim,), dataset.observations.dtype)
-    act_low, act_high = (-np.inf, np.inf)
     if np.issubdtype(dataset.actions.dtype, np.floating):
-        act_space = gym.spaces.Box(act_low, act_high, (dataset.act_dim,), dataset.actions.dtype)
+        act_space = gym.spaces.Box(-np.inf, np.inf, (dataset.act_dim,), dataset.actions.dtype)
     else:
         raise DatasetError(f"{dataset.name}: only continuous (float) actions can be exported to Minari")
     env_kwargs = {}
@@ -136,7 +135,7 @@ def save_minari(dataset: TrajectoryDataset, dataset_id: str, overwrite: bool = F
             pass
     tmp_root = Path(tempfile.mkdtemp(prefix=".seqrl-tmp-", dir=root))
     try:
-        with _minari_root_at(tmp_root), warnings.catch_warnings():
+        with minari_root_at(tmp_root), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             minari.create_dataset_from_buffers(
                 dataset_id, buffers, observation_space=obs_space, action_space=act_space,
@@ -199,7 +198,8 @@ def _add_metadata(path: Path, extra: dict) -> None:
 
 
 @contextmanager
-def _minari_root_at(path: Path):
+def minari_root_at(path: Path):
+    """Point MINARI_DATASETS_PATH at ``path`` (made absolute) for the duration of a with-block."""
     old = os.environ.get("MINARI_DATASETS_PATH")
     os.environ["MINARI_DATASETS_PATH"] = str(path.absolute())
     try:

@@ -150,7 +150,7 @@ class TrajectoryDataset:
         inside = np.ones(self.num_steps - 1, dtype=bool)
         inside[self.offsets[1:-1] - 1] = False  # last step of each episode but the final one
         differ = np.any(self.next_observations[:-1] != self.observations[1:], axis=1)
-        return int(np.count_nonzero(differ & inside[: len(differ)]))
+        return int(np.count_nonzero(differ & inside))
 
     # ------------------------------------------------------------------ sizes
     @property
