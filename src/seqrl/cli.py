@@ -136,6 +136,60 @@ def cmd_bench_make(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    from seqrl.train import train
+
+    summary = train(args.algo, args.dataset, env=args.env, steps=args.steps, seed=args.seed, out=args.out,
+                    eval_every=args.eval_every, eval_episodes=args.eval_episodes,
+                    target_returns=args.target_return, overrides=args.set or [], resume=args.resume,
+                    progress=not args.no_progress, device=args.device, log_every=args.log_every,
+                    checkpoint_every=args.checkpoint_every)
+    run_dir = os.path.dirname(os.path.dirname(summary["checkpoint"]))
+    print(f"run directory: {run_dir} ({summary['steps']} updates, "
+          f"{summary['train_updates_per_s']:.1f} updates/s)")
+    _print_eval(summary["eval_all_targets"])
+    return 0
+
+
+def _print_eval(evals: list[dict]) -> None:
+    for ev in evals:
+        target = "" if ev["target_return"] is None else f"target {ev['target_return']:g}: "
+        score = ("" if ev["normalized_score_mean"] is None else
+                 f", normalised {ev['normalized_score_mean']:.1f} +- {ev['normalized_score_std']:.1f}")
+        print(f"eval {target}return {ev['return_mean']:.1f} +- {ev['return_std']:.1f}{score} "
+              f"({len(ev['returns'])} episodes, {ev['env_steps']} steps, {ev['seconds']:.1f} s)")
+
+
+def cmd_eval(args) -> int:
+    from seqrl.envs.registry import env_name, env_spaces, gym_id
+    from seqrl.envs.scores import D4RL_REFERENCE_RETURNS
+    from seqrl.eval.evaluator import evaluate_targets
+    from seqrl.policy import Policy
+
+    overrides = {} if args.keep is None else {"eval_keep": args.keep}
+    policy = Policy.load(args.run, **overrides)
+    env_id = gym_id(args.env) if args.env else policy.env_id
+    if env_id is None:
+        raise SeqrlError("the checkpoint does not name its environment: pass --env")
+    obs_dim, act_dim = env_spaces(env_id)
+    model = policy.model
+    if (obs_dim, act_dim) != (model.obs_dim, model.act_dim):
+        raise SeqrlError(f"environment {env_id} has obs_dim {obs_dim} and act_dim {act_dim}, but the "
+                         f"policy expects {model.obs_dim} and {model.act_dim}")
+    ref = policy.spec.get("reference_returns") or D4RL_REFERENCE_RETURNS.get(env_name(env_id))
+    targets = args.target_return or ([policy.default_target_return]
+                                     if policy.default_target_return is not None else [])
+    if not getattr(model, "condition_on_returns", False):
+        targets = []
+    evals = evaluate_targets(policy, env_id, args.episodes, targets, seed=args.seed,
+                             reference=tuple(ref) if ref else None)
+    if args.json:
+        print(json.dumps(evals[0] if len(evals) == 1 else evals))
+    else:
+        _print_eval(evals)
+    return 0
+
+
 def cmd_demo(args) -> int:
     from seqrl.demo import run_demo
 
@@ -221,6 +275,46 @@ def build_parser() -> argparse.ArgumentParser:
     bmake.add_argument("--seed", type=int, default=0, help="seed")
     bmake.add_argument("--out", default="benchmarks/results", help="folder for make.json and make.md")
     bmake.set_defaults(func=cmd_bench_make)
+
+    train = commands.add_parser("train", help="train an algorithm on a dataset and evaluate it")
+    train.add_argument("algo", metavar="ALGO", help="dt (Decision Transformer) or bc (behaviour cloning)")
+    train.add_argument("--dataset", required=True, metavar="SOURCE", help=source_help)
+    train.add_argument("--env", help="environment when the dataset does not name it (e.g. hopper)")
+    train.add_argument("--steps", type=_positive_int, default=100_000, help="gradient updates")
+    train.add_argument("--seed", type=int, default=0, help="seeds data order, initialisation and "
+                                                            "evaluation episodes")
+    train.add_argument("--out", default=None, metavar="DIR",
+                       help="run directory (default: runs/ALGO-DATASET-sSEED)")
+    train.add_argument("--eval-every", type=int, default=10_000, metavar="N",
+                       help="evaluate every N updates and at the end (0: only at the end)")
+    train.add_argument("--eval-episodes", type=int, default=10, metavar="N",
+                       help="episodes per evaluation, run in parallel (0: no evaluation)")
+    train.add_argument("--target-return", type=float, nargs="+", default=None, metavar="R",
+                       help="target returns for evaluation (default: the papers' for the env)")
+    train.add_argument("--set", action="append", metavar="KEY=VALUE",
+                       help="change an algorithm setting, e.g. --set embed_dim=256 (repeatable; "
+                            "the settings are listed in docs/training.md)")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out from its last "
+                                                             "checkpoint")
+    train.add_argument("--log-every", type=_positive_int, default=100, help="updates per metrics row")
+    train.add_argument("--checkpoint-every", type=_positive_int, default=5000, help="updates between "
+                                                                                  "checkpoints")
+    train.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.set_defaults(func=cmd_train)
+
+    ev = commands.add_parser("eval", help="evaluate a trained policy from its run directory or checkpoint")
+    ev.add_argument("run", metavar="RUN_DIR_OR_CKPT", help="run directory or checkpoint file")
+    ev.add_argument("--episodes", type=_positive_int, default=10, help="episodes, run in parallel")
+    ev.add_argument("--target-return", type=float, nargs="+", default=None, metavar="R",
+                    help="target returns (default: the one the run evaluated with)")
+    ev.add_argument("--env", help="environment (default: the one the run was trained for)")
+    ev.add_argument("--seed", type=int, default=1_000_000, help="seed of the first episode")
+    ev.add_argument("--keep", type=int, default=None, metavar="K",
+                    help="steps kept when the DT context window is full (default K//2; K-1 recomputes "
+                         "the last K steps every step, as the reference implementation)")
+    ev.add_argument("--json", action="store_true", help="print JSON")
+    ev.set_defaults(func=cmd_eval)
 
     demo = commands.add_parser("demo", help="the quick tour: collect a small dataset, inspect, "
                                             "convert and sample it")

@@ -35,3 +35,12 @@ def normalized_score(returns, ref_min: float, ref_max: float) -> np.ndarray | fl
     """100 * (returns - ref_min) / (ref_max - ref_min); keeps the input's shape."""
     out = 100.0 * (np.asarray(returns, dtype=np.float64) - ref_min) / (ref_max - ref_min)
     return float(out) if out.ndim == 0 else out
+
+# Target returns DT-family models are conditioned on at evaluation, as in the DT paper (Chen et al.
+# 2021, Appendix A) and ODT; halfcheetah is also reported at 12000 in the DT paper.
+DEFAULT_TARGET_RETURNS: dict[str, tuple[float, ...]] = {
+    "hopper": (3600.0,),
+    "halfcheetah": (6000.0,),
+    "walker2d": (5000.0,),
+    "ant": (6000.0,),
+}

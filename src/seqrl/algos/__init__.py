@@ -1,0 +1,18 @@
+"""One file per algorithm; ``ALGORITHMS`` maps the CLI name to its class."""
+
+from __future__ import annotations
+
+from seqrl.algos.bc import BehaviourCloning
+from seqrl.algos.dt import DecisionTransformerAlgorithm
+from seqrl.errors import UnknownNameError
+
+ALGORITHMS = {
+    "dt": DecisionTransformerAlgorithm,
+    "bc": BehaviourCloning,
+}
+
+
+def get_algorithm(name: str):
+    if name not in ALGORITHMS:
+        raise UnknownNameError(f"unknown algorithm '{name}' (known: {', '.join(ALGORITHMS)})")
+    return ALGORITHMS[name]

@@ -1,0 +1,147 @@
+"""What every algorithm shares: optimiser settings and the interface the trainer drives.
+
+An algorithm owns its model and its data sampling and knows its loss; the trainer (seqrl.train) owns
+the loop, optimiser, schedule, logging, evaluation and checkpoints. A new algorithm is one file in this
+package that subclasses ``Algorithm`` and registers itself in ``seqrl.algos.ALGORITHMS``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+import torch
+
+from seqrl.data.trajectories import TrajectoryDataset
+from seqrl.errors import ConfigError
+
+
+@dataclass
+class OptimConfig:
+    batch_size: int = 64
+    """segments (or transitions) per update"""
+    learning_rate: float = 1e-4
+    """AdamW peak learning rate"""
+    weight_decay: float = 1e-4
+    """AdamW weight decay, applied to Linear weight matrices only"""
+    betas: tuple = (0.9, 0.999)
+    """AdamW betas"""
+    warmup_steps: int = 10_000
+    """linear learning-rate warm-up from 0 over this many updates, then constant"""
+    grad_clip: float = 0.25
+    """clip the global gradient norm to this (0: no clipping)"""
+    bf16: bool = False
+    """bfloat16 autocast for the forward pass (pays on recent GPUs, rarely on CPUs)"""
+    compile: bool = False
+    """torch.compile the model for training"""
+
+
+def config_help(config_cls) -> dict[str, str]:
+    """Field name -> the docstring written under it (for --help and error messages)."""
+    import ast
+    import inspect
+    import textwrap
+
+    out: dict[str, str] = {}
+    for cls in reversed(config_cls.__mro__):
+        if cls is object or not hasattr(cls, "__dataclass_fields__"):
+            continue
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+        body = tree.body[0].body
+        for node, nxt in zip(body, body[1:] + [None]):
+            if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) \
+                    and isinstance(getattr(nxt, "value", None), ast.Constant):
+                out[node.target.id] = str(nxt.value.value).strip()
+    return out
+
+
+def apply_overrides(config, overrides: list[str] | dict):
+    """Set config fields from ``key=value`` strings (``--set``), converting to each field's type."""
+    items = overrides.items() if isinstance(overrides, dict) else [_split(o) for o in overrides]
+    known = {f.name: f for f in fields(config)}
+    for key, value in items:
+        if key not in known:
+            raise ConfigError(f"unknown setting '{key}' for {type(config).__name__} "
+                              f"(settings: {', '.join(sorted(known))})")
+        setattr(config, key, _convert(key, value, getattr(config, key), known[key].type))
+    return config
+
+
+def _split(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"--set expects key=value, got '{text}'")
+    return key.strip(), value.strip()
+
+
+def _convert(key: str, value, current, annotation):
+    if not isinstance(value, str):
+        return value
+    kind = type(current) if current is not None else None
+    text = value.lower()
+    try:
+        if kind is bool:
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if text in ("none", "null") and (current is None or "None" in str(annotation)):
+            return None
+        if kind is int or (current is None and "int" in str(annotation)):
+            return int(value)
+        if kind is float:
+            return float(value)
+        if kind is tuple:
+            return tuple(float(v) for v in value.strip("()").split(","))
+        return value
+    except ValueError:
+        raise ConfigError(f"setting '{key}': cannot read '{value}' as {kind.__name__ if kind else annotation}") \
+            from None
+
+
+class Algorithm:
+    """The trainer's view of an algorithm. Subclasses set ``name`` and ``Config`` and build
+    ``self.model``; ``loss`` draws its own batch and returns (loss, {metric: float})."""
+
+    name = "base"
+    Config = OptimConfig
+
+    def __init__(self, config, dataset: TrajectoryDataset, seed: int = 0, device="cpu"):
+        self.config, self.dataset, self.seed = config, dataset, seed
+        self.device = torch.device(device)
+        self.model: torch.nn.Module
+
+    metric_names: tuple[str, ...] = ()
+
+    def loss(self) -> tuple[torch.Tensor, dict]:
+        raise NotImplementedError
+
+    def policy_spec(self) -> dict:
+        """What ``seqrl.policy.Policy`` needs to act, besides the weights (plain data)."""
+        raise NotImplementedError
+
+    def state_dict(self) -> dict:
+        """Algorithm state beyond the model (e.g. the sampler's generator), for resuming."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+    def config_dict(self) -> dict:
+        return asdict(self.config)
+
+
+def observation_stats_of(dataset: TrajectoryDataset) -> tuple[np.ndarray, np.ndarray]:
+    mean, std = dataset.observation_stats()
+    return np.asarray(mean, dtype=np.float32), np.asarray(std, dtype=np.float32)
+
+
+def best_fraction(dataset: TrajectoryDataset, fraction: float) -> TrajectoryDataset:
+    """The best ``fraction`` of episodes by return (%BC's data filter); all of them at 1.0."""
+    if not 0.0 < fraction <= 1.0:
+        raise ConfigError(f"top_fraction must be in (0, 1], got {fraction}")
+    if fraction == 1.0:
+        return dataset
+    k = max(1, int(round(fraction * dataset.num_episodes)))
+    return dataset.top_k(k)

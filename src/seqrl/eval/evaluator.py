@@ -1,0 +1,66 @@
+"""Evaluate a policy: N episodes at once in a gymnasium vector environment, one batched forward per step.
+
+Episodes are seeded ``seed, seed + 1, ...`` so two evaluations with the same seed see the same starts.
+A finished episode drops out of the policy's batch (``Policy.select``); its environment copy keeps being
+stepped with zero actions by the vector environment until all are done, but nothing of it is counted.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from seqrl.envs.registry import make_vec_env
+from seqrl.envs.scores import normalized_score
+
+
+def evaluate(policy, env_id: str, episodes: int = 10, target_return: float | None = None,
+             seed: int = 0, reference: tuple[float, float] | None = None) -> dict:
+    """Run ``episodes`` episodes in parallel and summarise them.
+
+    Returns a dict with target_return, return_mean, return_std, normalized_score_mean,
+    normalized_score_std (None without reference returns), returns, episode_lengths, env_steps, seconds.
+    """
+    start = time.perf_counter()
+    vec = make_vec_env(env_id, episodes)
+    try:
+        obs, _ = vec.reset(seed=seed)
+        act_dim = vec.single_action_space.shape[0]
+        policy.reset(target_return=target_return, num_envs=episodes)
+        running = np.arange(episodes)                  # environment copies whose episode goes on
+        returns = np.zeros(episodes)
+        lengths = np.zeros(episodes, dtype=np.int64)
+        reward = np.zeros(episodes, dtype=np.float32)
+        while running.size:
+            actions = np.zeros((episodes, act_dim), dtype=np.float32)
+            actions[running] = policy.act(obs[running], reward[running])
+            obs, reward, terminated, truncated, _ = vec.step(actions)
+            returns[running] += reward[running]
+            lengths[running] += 1
+            still = ~(terminated | truncated)[running]
+            if not still.all():
+                running = running[still]
+                if running.size:
+                    policy.select(still)
+    finally:
+        vec.close()
+    scores = normalized_score(returns, *reference) if reference is not None else None
+    return {
+        "target_return": None if target_return is None else float(target_return),
+        "return_mean": float(returns.mean()),
+        "return_std": float(returns.std()),
+        "normalized_score_mean": None if scores is None else float(np.mean(scores)),
+        "normalized_score_std": None if scores is None else float(np.std(scores)),
+        "returns": [float(r) for r in returns],
+        "episode_lengths": [int(n) for n in lengths],
+        "env_steps": int(lengths.sum()),
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def evaluate_targets(policy, env_id: str, episodes: int, target_returns, seed: int = 0,
+                     reference: tuple[float, float] | None = None) -> list[dict]:
+    """``evaluate`` once per target return (a single run with None for policies without returns)."""
+    targets = list(target_returns) or [None]
+    return [evaluate(policy, env_id, episodes, target, seed, reference) for target in targets]

@@ -1,0 +1,170 @@
+"""A small causal GPT: pre-LayerNorm blocks, fused attention, and a key/value cache for rollouts.
+
+The transformer only sees token embeddings: what a token is (return, state, action) and where it is
+(timestep or position) is added by the model that wraps it (see ``decision_transformer.py``). So this
+file knows nothing about reinforcement learning.
+
+Incremental decoding writes each new token's keys and values into a preallocated ``KVCache`` and
+attends over everything cached so far; feeding a sequence in pieces gives the same outputs as feeding it
+whole (tested to float tolerance in tests/test_models.py).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class KVCache:
+    """Keys and values of every layer for B sequences, preallocated for ``max_len`` tokens.
+
+    All sequences in the batch share one length (they are decoded in lockstep). ``select`` keeps some
+    rows, e.g. when some episodes of a batched rollout have ended.
+    """
+
+    def __init__(self, num_layers: int, batch_size: int, num_heads: int, max_len: int, head_dim: int,
+                 device=None, dtype=torch.float32):
+        shape = (num_layers, batch_size, num_heads, max_len, head_dim)
+        self.keys = torch.zeros(shape, device=device, dtype=dtype)
+        self.values = torch.zeros(shape, device=device, dtype=dtype)
+        self.length = 0
+        self.max_len = max_len
+
+    @property
+    def batch_size(self) -> int:
+        return self.keys.shape[1]
+
+    def select(self, rows: torch.Tensor) -> None:
+        """Keep only the batch rows ``rows`` (a bool mask or an index tensor)."""
+        self.keys = self.keys[:, rows]
+        self.values = self.values[:, rows]
+
+    def clear(self) -> None:
+        self.length = 0
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, embed_dim: int, num_heads: int, dropout: float):
+        super().__init__()
+        if embed_dim % num_heads:
+            raise ValueError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(embed_dim, 3 * embed_dim)
+        self.proj = nn.Linear(embed_dim, embed_dim)
+        self.attn_dropout = dropout
+        self.resid_dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0,
+                keep: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, T, H) -> (B, T, H), or (B, len(keep), H) for only the queries at positions ``keep``
+        (keys and values still come from every token)."""
+        b, t, h = x.shape
+        nh, hd = self.num_heads, h // self.num_heads
+        w_q, w_kv = self.qkv.weight.split([h, 2 * h])
+        b_q, b_kv = self.qkv.bias.split([h, 2 * h])
+        x_q = x if keep is None else x[:, keep]
+        q = F.linear(x_q, w_q, b_q).view(b, x_q.shape[1], nh, hd).transpose(1, 2)  # (B, nh, Tq, hd)
+        k, v = (z.view(b, t, nh, hd).transpose(1, 2) for z in F.linear(x, w_kv, b_kv).split(h, dim=2))
+        start = 0
+        if cache is not None:
+            start, end = cache.length, cache.length + t
+            if end > cache.max_len:
+                raise RuntimeError(f"KV cache overflow: {end} tokens > {cache.max_len}")
+            cache.keys[layer, :, :, start:end] = k
+            cache.values[layer, :, :, start:end] = v
+            k, v = cache.keys[layer, :, :, :end], cache.values[layer, :, :, :end]  # (B, nh, end, hd)
+        dropout = self.attn_dropout if self.training else 0.0
+        if keep is None and start == 0:
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
+        elif q.shape[2] == 1 and (keep is None or int(keep[-1]) == t - 1):
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)  # the newest token sees all
+        else:  # query j sits at position start + (keep[j] or j) and sees keys up to there
+            q_pos = start + (torch.arange(t, device=x.device) if keep is None else keep.to(x.device))
+            mask = torch.arange(k.shape[2], device=x.device)[None, :] <= q_pos[:, None]
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+        y = y.transpose(1, 2).reshape(b, x_q.shape[1], h)
+        return self.resid_dropout(self.proj(y))
+
+
+ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU}
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm transformer block: x + attn(ln(x)), then x + mlp(ln(x))."""
+
+    def __init__(self, embed_dim: int, num_heads: int, dropout: float, activation: str = "relu"):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(embed_dim)
+        self.attn = CausalSelfAttention(embed_dim, num_heads, dropout)
+        self.ln_2 = nn.LayerNorm(embed_dim)
+        self.mlp = nn.Sequential(nn.Linear(embed_dim, 4 * embed_dim), ACTIVATIONS[activation](),
+                                 nn.Linear(4 * embed_dim, embed_dim), nn.Dropout(dropout))
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0,
+                keep: torch.Tensor | None = None) -> torch.Tensor:
+        a = self.attn(self.ln_1(x), cache, layer, keep)
+        x = (x if keep is None else x[:, keep]) + a
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+    """A stack of causal blocks over token embeddings: (B, T, H) -> (B, T, H)."""
+
+    def __init__(self, embed_dim: int = 128, num_layers: int = 3, num_heads: int = 1,
+                 dropout: float = 0.1, activation: str = "relu"):
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {tuple(ACTIVATIONS)}, got '{activation}'")
+        self.embed_dim, self.num_layers, self.num_heads = embed_dim, num_layers, num_heads
+        self.drop = nn.Dropout(dropout)
+        self.blocks = nn.ModuleList(Block(embed_dim, num_heads, dropout, activation)
+                                    for _ in range(num_layers))
+        self.ln_f = nn.LayerNorm(embed_dim)
+        self.apply(init_weights)
+        for name, p in self.named_parameters():  # GPT-2's scaled init of the residual projections
+            if name.endswith(("proj.weight", "mlp.2.weight")):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * num_layers))
+
+    def new_cache(self, batch_size: int, max_len: int, device=None, dtype=torch.float32) -> KVCache:
+        return KVCache(self.num_layers, batch_size, self.num_heads, max_len,
+                       self.embed_dim // self.num_heads, device=device, dtype=dtype)
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None,
+                keep: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T, H) -> (B, T, H). With ``keep`` (token indices) only those outputs are computed: the
+        last block then runs its queries, residual and MLP for them alone, which is exact under causal
+        attention and saves work when a model reads only some tokens (DT reads the state tokens)."""
+        t = x.shape[1]
+        x = self.drop(x)
+        last = len(self.blocks) - 1
+        for i, block in enumerate(self.blocks):
+            x = block(x, cache, i, keep if i == last else None)
+        if cache is not None:
+            cache.length += t
+        return self.ln_f(x)
+
+
+def init_weights(module: nn.Module) -> None:
+    """GPT-2 initialisation: N(0, 0.02) weights, zero biases, unit LayerNorm."""
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+def weight_decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW parameter groups: decay matrices of Linear layers only, not biases, norms or embeddings
+    (nanoGPT's and the DT reference's rule)."""
+    decay, no_decay = [], []
+    for module in model.modules():
+        for name, p in module.named_parameters(recurse=False):
+            if not p.requires_grad:
+                continue
+            (decay if isinstance(module, nn.Linear) and name == "weight" else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]

@@ -1,0 +1,156 @@
+"""Trained policies for your own loops: ``Policy.load(run_dir)``, then ``reset`` and ``act``.
+
+    policy = Policy.load("runs/dt-hopper-medium")        # or a checkpoint file; no dataset needed
+    policy.reset(target_return=3600)
+    obs, _ = env.reset(seed=0)
+    reward = 0.0
+    while True:
+        action = policy.act(obs, reward)                    # reward: what the previous action earned
+        obs, reward, terminated, truncated, _ = env.step(action)
+        if terminated or truncated:
+            break
+
+``act`` also takes a batch of observations (num_envs, obs_dim) after ``reset(num_envs=N)``; the
+evaluator uses exactly this path, dropping finished episodes with ``select``.
+
+Decision Transformer context. The model was trained on windows of K steps. The reference
+implementations recompute the last K steps at every environment step. Here the window's keys and values
+are cached, so each step feeds only its new tokens; when the window is full it is cut back to its last
+``eval_keep`` steps, which are re-encoded once (prefill), and then grows again. Every action is exactly
+what the full forward over its window gives (tests/test_policy.py). With ``eval_keep = K - 1`` this is
+the reference behaviour (context always the last K steps, a prefill every step); the default K // 2 sees
+between K/2 and K steps, which are all contexts the model meets in training, at about twice the cost of
+pure incremental decoding. docs/dt.md reports both on the same checkpoints.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+
+from seqrl.errors import ConfigError
+from seqrl.models import DecisionTransformer, MLPPolicy
+from seqrl.train.checkpoint import load_checkpoint
+
+MODEL_CLASSES = {"DecisionTransformer": DecisionTransformer, "MLPPolicy": MLPPolicy}
+
+
+def build_model(spec: dict) -> torch.nn.Module:
+    return MODEL_CLASSES[spec["model_class"]](**spec["model_kwargs"])
+
+
+class Policy:
+    """A model plus what acting needs: observation normalisation, return scale, target return."""
+
+    def __init__(self, model: torch.nn.Module, spec: dict, device="cpu"):
+        self.model = model.to(device).eval()
+        self.spec = spec
+        self.device = torch.device(device)
+        self.env_id = spec.get("env_id")
+        self.obs_mean = torch.as_tensor(spec["obs_mean"], dtype=torch.float32, device=device)
+        self.obs_std = torch.as_tensor(spec["obs_std"], dtype=torch.float32, device=device)
+        self.return_scale = float(spec.get("return_scale", 1.0))
+        self.default_target_return = spec.get("target_return")
+        self.is_sequence_model = isinstance(model, DecisionTransformer)
+        if self.is_sequence_model:
+            k = model.context_len
+            keep = spec.get("eval_keep")
+            keep = k // 2 if keep is None else int(keep)
+            if not 0 <= keep < k:
+                raise ConfigError(f"eval_keep must be between 0 and context_len - 1 = {k - 1}, got {keep}")
+            self.keep = keep
+        self.num_envs = 0
+
+    @classmethod
+    def load(cls, run_dir_or_checkpoint: str | os.PathLike, device="cpu", **overrides) -> "Policy":
+        """Load from a run directory (its last checkpoint) or a checkpoint file. ``overrides`` change
+        spec entries such as ``eval_keep``."""
+        state = load_checkpoint(run_dir_or_checkpoint, map_location=device)
+        spec = {**state["policy"], **overrides}
+        model = build_model(spec)
+        try:
+            model.load_state_dict(state["model"])
+        except RuntimeError as exc:
+            raise ConfigError(f"checkpoint weights do not fit its model: {str(exc).splitlines()[0]}") \
+                from None
+        return cls(model, spec, device)
+
+    # ------------------------------------------------------------------------------ episodes
+    def reset(self, target_return: float | None = None, num_envs: int = 1) -> None:
+        """Start new episodes in ``num_envs`` environments, aiming at ``target_return`` (sequence models;
+        default: the one the run was trained to evaluate with)."""
+        self.num_envs = num_envs
+        if not self.is_sequence_model:
+            return
+        if target_return is None:
+            target_return = self.default_target_return
+        if target_return is None and self.model.condition_on_returns:
+            raise ConfigError("this policy conditions on returns: give reset(target_return=...)")
+        m, k, dev = self.model, self.model.context_len, self.device
+        self._states = torch.zeros(num_envs, k, m.obs_dim, device=dev)
+        self._actions = torch.zeros(num_envs, k, m.act_dim, device=dev)
+        self._rtg = torch.zeros(num_envs, k, device=dev)
+        self._timesteps = torch.zeros(num_envs, k, dtype=torch.long, device=dev)
+        self._return_left = torch.full((num_envs,), float(target_return or 0.0), device=dev)
+        self._window = 0   # steps in the current context window
+        self._t = 0        # episode timestep
+        self._cache = m.new_cache(num_envs, device=dev)
+
+    def select(self, rows) -> None:
+        """Keep only the environments ``rows`` (bool mask or indices), e.g. those still running."""
+        rows = torch.as_tensor(np.asarray(rows), device=self.device)
+        if rows.dtype == torch.bool:
+            rows = rows.nonzero().squeeze(1)
+        self.num_envs = len(rows)
+        if self.is_sequence_model:
+            for name in ("_states", "_actions", "_rtg", "_timesteps", "_return_left"):
+                setattr(self, name, getattr(self, name)[rows])
+            self._cache.select(rows)
+
+    @torch.no_grad()
+    def act(self, obs, reward=0.0) -> np.ndarray:
+        """The action for observation(s) ``obs``; ``reward`` is what the previous action earned (ignored
+        at an episode's first step). Deterministic."""
+        if self.num_envs == 0:
+            raise ConfigError("call reset() before act()")
+        obs_t = torch.as_tensor(np.asarray(obs, dtype=np.float32), device=self.device)
+        single = obs_t.dim() == 1
+        obs_t = obs_t.reshape(-1, obs_t.shape[-1])
+        if obs_t.shape[0] != self.num_envs:
+            raise ConfigError(f"act got {obs_t.shape[0]} observations for {self.num_envs} environments")
+        obs_t = (obs_t - self.obs_mean) / self.obs_std
+        if self.is_sequence_model:
+            action = self._act_sequence(obs_t, reward)
+        else:
+            action = self.model(obs_t)
+        action = action.float().cpu().numpy()
+        return action[0] if single else action
+
+    def _act_sequence(self, obs_t: torch.Tensor, reward) -> torch.Tensor:
+        m, k = self.model, self.model.context_len
+        if self._t > 0:  # DT: the return still to collect drops by the reward just received
+            reward_t = torch.as_tensor(np.asarray(reward, dtype=np.float32), device=self.device)
+            self._return_left -= reward_t.reshape(-1)
+        prefill = self._window == 0
+        if self._window == k:  # full: keep the last `keep` steps and re-encode them (see module doc)
+            keep = self.keep
+            for buf in (self._states, self._actions, self._rtg, self._timesteps):
+                buf[:, :keep] = buf[:, k - keep:].clone()
+            self._window, prefill = keep, True
+        w = self._window
+        self._states[:, w] = obs_t
+        self._actions[:, w] = 0.0
+        self._rtg[:, w] = self._return_left / self.return_scale
+        self._timesteps[:, w] = self._t
+        if prefill:
+            self._cache.clear()
+            lo = 0
+        else:
+            lo = w - 1
+        action = m.decode(self._cache, self._states[:, lo:w + 1], self._actions[:, lo:w + 1],
+                          self._rtg[:, lo:w + 1], self._timesteps[:, lo:w + 1])
+        self._actions[:, w] = action
+        self._window, self._t = w + 1, self._t + 1
+        return action

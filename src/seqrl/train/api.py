@@ -1,0 +1,61 @@
+"""``train``: from a dataset SOURCE and an algorithm name to a finished run directory (what
+``seqrl train ALGO`` calls)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from seqrl.errors import ConfigError
+
+
+def default_run_dir(algo: str, source: str, seed: int) -> Path:
+    stem = Path(source).stem if source.endswith((".hdf5", ".h5")) else source
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", stem.removeprefix("minari:")).strip("_")
+    return Path("runs") / f"{algo}-{stem}-s{seed}"
+
+
+def train(algo: str, dataset: str, env: str | None = None, steps: int = 100_000, seed: int = 0,
+          out: str | Path | None = None, eval_every: int = 10_000, eval_episodes: int = 10,
+          target_returns=None, overrides=(), resume: bool = False, progress: bool = True,
+          device: str = "cpu", log_every: int = 100, checkpoint_every: int = 5_000) -> dict:
+    """Train ``algo`` ("dt", "bc", ...) on ``dataset`` (a SOURCE, see seqrl.data.sources) and return the
+    summary also written to ``<out>/summary.json``. ``overrides`` are ``key=value`` settings of the
+    algorithm's config (``--set``)."""
+    from seqrl.algos import get_algorithm
+    from seqrl.algos.base import apply_overrides
+    from seqrl.data.sources import load_source, reference_for
+    from seqrl.envs.registry import env_name, env_spaces
+    from seqrl.envs.scores import DEFAULT_TARGET_RETURNS
+    from seqrl.train.trainer import RunConfig, Trainer, seed_everything
+
+    algo_cls = get_algorithm(algo)
+    config = apply_overrides(algo_cls.Config(), list(overrides))
+    if steps < 1:
+        raise ConfigError(f"--steps must be positive, got {steps}")
+    data = load_source(dataset, env=env, make_missing=True)
+    data.check_finite()
+    env_id = data.env_id
+    if env_id is not None:
+        obs_dim, act_dim = env_spaces(env_id)
+        if (obs_dim, act_dim) != (data.obs_dim, data.act_dim):
+            raise ConfigError(f"environment {env_id} has obs_dim {obs_dim} and act_dim {act_dim}, but the "
+                              f"dataset has {data.obs_dim} and {data.act_dim}: pass the right --env")
+    elif eval_episodes > 0:
+        raise ConfigError(f"dataset '{dataset}' does not name its environment: pass --env (e.g. "
+                          f"--env hopper), or --eval-episodes 0 to train without evaluation")
+    if target_returns:
+        targets = [float(t) for t in target_returns]
+    else:
+        targets = list(DEFAULT_TARGET_RETURNS.get(env_name(env_id), ())) if env_id else []
+        if not targets and eval_episodes > 0 and getattr(config, "condition_on_returns", False):
+            raise ConfigError(f"no default target return for {env_id}: pass --target-return R")
+    ref = reference_for(data)
+    run = RunConfig(algo=algo, dataset=dataset, env_id=env_id, steps=steps, seed=seed,
+                    eval_every=eval_every, eval_episodes=eval_episodes, target_returns=targets,
+                    reference_returns=list(ref) if ref else None, log_every=log_every,
+                    checkpoint_every=checkpoint_every, device=device)
+    seed_everything(seed)
+    algorithm = algo_cls(config, data, seed=seed, device=device)
+    out = Path(out) if out is not None else default_run_dir(algo, dataset, seed)
+    return Trainer(algorithm, run, out, resume=resume, progress=progress).fit()

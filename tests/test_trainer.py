@@ -1,0 +1,190 @@
+"""The shared trainer end to end: run directory, resume equality, Policy.load, CLI and its errors."""
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from seqrl.cli import main
+from seqrl.errors import ConfigError
+from seqrl.train import train
+
+TINY = ["embed_dim=16", "num_layers=1", "context_len=5", "warmup_steps=5", "batch_size=8"]
+
+
+@pytest.fixture(scope="module")
+def hopper_file(tmp_path_factory):
+    """A small Hopper dataset from the shipped medium policy, as a D4RL file (named so the env is known)."""
+    from seqrl.data.recipes import make
+
+    path = tmp_path_factory.mktemp("data") / "hopper_small.hdf5"
+    make("hopper-medium", steps=1500, seed=0, fmt="d4rl", out=str(path))
+    return str(path)
+
+
+def _rows(run_dir):
+    with open(Path(run_dir) / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_train_writes_the_run_directory_and_policy_loads_alone(hopper_file, tmp_path):
+    out = tmp_path / "run"
+    summary = train("dt", hopper_file, steps=20, eval_every=10, eval_episodes=2, out=out,
+                    overrides=TINY, log_every=5, progress=False)
+    for name in ("config.json", "metrics.csv", "summary.json", "checkpoints/last.pt"):
+        assert (out / name).is_file(), name
+    assert list((out / "tensorboard").iterdir())
+    on_disk = json.loads((out / "summary.json").read_text())
+    for key in ("algo", "dataset", "env", "seed", "steps", "train_updates_per_s"):
+        assert key in on_disk
+    assert on_disk["env"] == "Hopper-v5" and on_disk["steps"] == 20
+    ev = on_disk["eval"]
+    for key in ("target_return", "return_mean", "return_std", "normalized_score_mean",
+                "normalized_score_std", "episode_lengths", "env_steps", "seconds"):
+        assert key in ev
+    assert ev["target_return"] == 3600.0 and ev["env_steps"] == sum(ev["episode_lengths"])
+    rows = _rows(out)
+    assert [int(r["step"]) for r in rows] == [5, 10, 15, 20]
+    assert rows[1]["eval_score_mean@3600"] and not rows[0]["eval_score_mean@3600"]
+    assert summary["eval"]["return_mean"] == ev["return_mean"]
+
+    # the checkpoint alone (dataset gone) acts and reproduces the final evaluation
+    from seqrl.eval import evaluate
+    from seqrl.policy import Policy
+
+    moved = Path(hopper_file).rename(hopper_file + ".away")
+    try:
+        policy = Policy.load(out / "checkpoints" / "last.pt")
+    finally:
+        moved.rename(hopper_file)
+    again = evaluate(policy, "Hopper-v5", 2, 3600.0, seed=1_000_000,
+                     reference=tuple(on_disk["config"]["run"]["reference_returns"]))
+    assert again["returns"] == pytest.approx(ev["returns"], rel=1e-6)
+
+
+def test_resume_after_interruption_continues_as_if_uninterrupted(hopper_file, tmp_path, monkeypatch):
+    kwargs = dict(steps=40, eval_every=20, eval_episodes=1, overrides=TINY, log_every=10,
+                  checkpoint_every=20, progress=False)
+    train("dt", hopper_file, out=tmp_path / "straight", **kwargs)
+
+    # interrupt a second run at update 35: rows 10, 20, 30 are written, the checkpoint is at 20
+    from seqrl.algos.dt import DecisionTransformerAlgorithm
+
+    real_loss, calls = DecisionTransformerAlgorithm.loss, {"n": 0}
+
+    def dying_loss(self):
+        calls["n"] += 1
+        if calls["n"] == 35:
+            raise KeyboardInterrupt
+        return real_loss(self)
+
+    monkeypatch.setattr(DecisionTransformerAlgorithm, "loss", dying_loss)
+    with pytest.raises(KeyboardInterrupt):
+        train("dt", hopper_file, out=tmp_path / "resumed", **kwargs)
+    monkeypatch.setattr(DecisionTransformerAlgorithm, "loss", real_loss)
+    assert [r["step"] for r in _rows(tmp_path / "resumed")] == ["10", "20", "30"]
+    with pytest.raises(ConfigError, match="--resume"):
+        train("dt", hopper_file, out=tmp_path / "resumed", **kwargs)
+    train("dt", hopper_file, out=tmp_path / "resumed", resume=True, **kwargs)
+
+    straight, resumed = _rows(tmp_path / "straight"), _rows(tmp_path / "resumed")
+    assert [r["step"] for r in resumed] == ["10", "20", "30", "40"]
+    for a, b in zip(straight, resumed):
+        for key in ("loss", "grad_norm", "lr", "eval_return_mean@3600"):
+            assert a[key] == b[key], (key, a["step"])
+    s1 = torch.load(tmp_path / "straight/checkpoints/last.pt", weights_only=True)["model"]
+    s2 = torch.load(tmp_path / "resumed/checkpoints/last.pt", weights_only=True)["model"]
+    for name in s1:
+        assert torch.equal(s1[name], s2[name]), name
+
+
+def test_resume_refuses_other_settings(hopper_file, tmp_path):
+    out = tmp_path / "run"
+    train("dt", hopper_file, steps=5, eval_episodes=0, out=out, overrides=TINY, progress=False)
+    with pytest.raises(ConfigError, match="embed_dim"):
+        train("dt", hopper_file, steps=10, eval_episodes=0, out=out, resume=True, progress=False,
+              overrides=TINY[1:] + ["embed_dim=32"])
+    # more steps on the same settings is fine
+    summary = train("dt", hopper_file, steps=10, eval_episodes=0, out=out, resume=True, progress=False,
+                    overrides=TINY)
+    assert summary["steps"] == 10 and summary["eval"] is None
+
+
+def test_bc_and_returnless_dt_train_and_evaluate(hopper_file, tmp_path):
+    bc = train("bc", hopper_file, steps=10, eval_episodes=2, out=tmp_path / "bc", progress=False,
+               overrides=["hidden_dim=32", "top_fraction=0.5"])
+    assert bc["eval"]["target_return"] is None and bc["eval"]["normalized_score_mean"] is not None
+    pbc = train("dt", hopper_file, steps=10, eval_episodes=2, out=tmp_path / "pbc", progress=False,
+                overrides=TINY + ["condition_on_returns=false", "top_fraction=0.3"])
+    assert pbc["eval"]["target_return"] is None
+
+
+def _cli(argv, capsys):
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_train_then_eval(hopper_file, tmp_path, capsys):
+    out = tmp_path / "cli-run"
+    code, stdout, err = _cli(["train", "dt", "--dataset", hopper_file, "--steps", "10", "--out", str(out),
+                              "--eval-episodes", "2", "--no-progress", *sum([["--set", s] for s in TINY], [])],
+                             capsys)
+    assert code == 0, err
+    assert "run directory" in stdout and "normalised" in stdout
+    code, stdout, err = _cli(["eval", str(out), "--episodes", "2", "--json"], capsys)
+    assert code == 0, err
+    result = json.loads(stdout)
+    assert len(result["returns"]) == 2 and result["target_return"] == 3600.0
+    code, stdout, _ = _cli(["eval", str(out / "checkpoints" / "last.pt"), "--episodes", "1",
+                            "--target-return", "1000", "2000"], capsys)
+    assert code == 0 and stdout.count("eval target") == 2
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "nope", "--dataset", "X"], "unknown algorithm 'nope'"),
+    (["train", "dt", "--dataset", "hopper-bogus"], "unknown dataset"),
+    (["train", "dt", "--dataset", "HOPPER", "--steps", "0"], "positive integer"),
+    (["train", "dt", "--dataset", "HOPPER", "--env", "walker2d", "--steps", "1"], "obs_dim"),
+    (["train", "dt", "--dataset", "HOPPER", "--set", "embed_dim"], "key=value"),
+    (["train", "dt", "--dataset", "HOPPER", "--set", "embed_dim=big"], "cannot read 'big'"),
+    (["eval", "RUNDIR"], "not a seqrl run directory"),
+    (["eval", "GARBAGE"], "not a readable seqrl checkpoint"),
+    (["eval", "/no/such/run"], "no such run directory"),
+])
+def test_cli_errors_are_one_line(argv, message, hopper_file, tmp_path, capsys):
+    (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint")
+    subs = {"HOPPER": hopper_file, "RUNDIR": str(tmp_path), "GARBAGE": str(tmp_path / "garbage.pt")}
+    code, _, err = _cli([subs.get(a, a) for a in argv], capsys)
+    assert code == 2
+    assert err.startswith("error: ") and err.count("\n") == 1 and message in err, err
+
+
+def test_checkpoint_of_another_shape_is_one_line(hopper_file, tmp_path, capsys):
+    out = tmp_path / "run"
+    train("dt", hopper_file, steps=2, eval_episodes=0, out=out, overrides=TINY, progress=False)
+    state = torch.load(out / "checkpoints/last.pt", weights_only=True)
+    state["policy"]["model_kwargs"]["embed_dim"] = 32
+    torch.save(state, tmp_path / "bent.pt")
+    code, _, err = _cli(["eval", str(tmp_path / "bent.pt")], capsys)
+    assert code == 2 and "do not fit" in err and err.count("\n") == 1
+
+
+def test_dataset_without_environment_needs_env(tmp_path):
+    from seqrl.data.d4rl import save_d4rl
+    from tests.conftest import make_dataset
+
+    path = tmp_path / "mystery.hdf5"
+    save_d4rl(make_dataset([30, 40], obs_dim=11, act_dim=3), path)
+    with pytest.raises(ConfigError, match="--env"):
+        train("dt", str(path), steps=2, out=tmp_path / "r", overrides=TINY, progress=False)
+    summary = train("dt", str(path), steps=2, eval_episodes=0, out=tmp_path / "r", overrides=TINY,
+                    progress=False)
+    assert summary["env"] is None and summary["eval"] is None
+    summary = train("dt", str(path), env="hopper", steps=2, eval_episodes=1, out=tmp_path / "r2",
+                    overrides=TINY, progress=False)
+    assert summary["env"] == "Hopper-v5"
+    assert np.isfinite(summary["eval"]["return_mean"])
