@@ -22,10 +22,12 @@ def test_collect_is_exact_deterministic_and_consistent():
 
 
 def test_demo_runs(tmp_path, capsys):
-    assert main(["demo", "--workdir", str(tmp_path), "--steps", "400"]) == 0
+    assert main(["demo", "--workdir", str(tmp_path), "--steps", "400", "--train-steps", "20"]) == 0
     out = capsys.readouterr().out
     assert "identical arrays" in out and "same episode per row: True" in out
     assert (tmp_path / "hopper-random-demo.hdf5").exists()
+    assert "dt: 20 updates" in out and "bc: 20 updates" in out and "reset/act" in out
+    assert (tmp_path / "dt-hopper-medium-small" / "checkpoints" / "last.pt").exists()
 
 
 def test_bench_data_small(tmp_path, capsys):

@@ -190,10 +190,43 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_bench_eval(args) -> int:
+    from seqrl.bench.eval_bench import run_eval_bench
+
+    run_eval_bench(episodes=args.episodes, sequential_steps=args.sequential_steps, seed=args.seed,
+                   out_dir=args.out, command=" ".join(["seqrl"] + sys.argv[1:]))
+    return 0
+
+
+def cmd_bench_train(args) -> int:
+    from seqrl.bench.train_bench import run_train_bench
+
+    run_train_bench(sizes=args.sizes, precisions=args.precision, seconds=args.seconds,
+                    rounds=args.rounds, seed=args.seed, device=args.device, out_dir=args.out,
+                    command=" ".join(["seqrl"] + sys.argv[1:]))
+    return 0
+
+
+def cmd_bench_quality(args) -> int:
+    from seqrl.bench.quality import run_quality
+
+    overrides: dict[str, list[str]] = {}
+    for item in args.set or []:
+        algo, sep, setting = item.partition(":")
+        if not sep or "=" not in setting:
+            raise UsageError(f"--set expects ALGO:key=value, got '{item}'")
+        overrides.setdefault(algo, []).append(setting)
+    run_quality(args.algos, args.datasets, args.seeds, steps=args.steps, eval_every=args.eval_every,
+                eval_episodes=args.eval_episodes, overrides=overrides, runs=args.runs,
+                score_threshold=args.score_threshold, out_dir=args.out, name=args.name,
+                command=" ".join(["seqrl"] + sys.argv[1:]), progress=not args.no_progress)
+    return 0
+
+
 def cmd_demo(args) -> int:
     from seqrl.demo import run_demo
 
-    run_demo(workdir=args.workdir, steps=args.steps, seed=args.seed)
+    run_demo(workdir=args.workdir, steps=args.steps, seed=args.seed, train_steps=args.train_steps)
     return 0
 
 
@@ -316,11 +349,52 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", action="store_true", help="print JSON")
     ev.set_defaults(func=cmd_eval)
 
-    demo = commands.add_parser("demo", help="the quick tour: collect a small dataset, inspect, "
-                                            "convert and sample it")
+    beval = bench_cmds.add_parser("eval", help="evaluation cost per environment step: batched KV-cache "
+                                               "rollouts vs raw steps vs sequential full context")
+    beval.add_argument("--episodes", type=_positive_int, default=40, help="parallel episodes")
+    beval.add_argument("--sequential-steps", type=_positive_int, default=1000,
+                       help="steps of the sequential full-context peer")
+    beval.add_argument("--seed", type=int, default=0, help="seed")
+    beval.add_argument("--out", default="benchmarks/results", help="folder for eval.json and eval.md")
+    beval.set_defaults(func=cmd_bench_eval)
+
+    btrain = bench_cmds.add_parser("train", help="training throughput against Hugging Face's "
+                                                 "DecisionTransformerModel (needs seqrl[bench])")
+    btrain.add_argument("--sizes", nargs="+", choices=["dt", "odt"], default=["dt", "odt"],
+                        help="model sizes: dt (128d, 3L, batch 64), odt (512d, 4L, 4h, batch 256)")
+    btrain.add_argument("--precision", nargs="+", choices=["fp32", "bf16"], default=["fp32", "bf16"],
+                        help="fp32 and/or bfloat16 autocast")
+    btrain.add_argument("--seconds", type=float, default=10.0, help="timed seconds per implementation")
+    btrain.add_argument("--rounds", type=_positive_int, default=3, help="alternating A/B rounds")
+    btrain.add_argument("--seed", type=int, default=0, help="seed")
+    btrain.add_argument("--device", default="cpu", help="torch device")
+    btrain.add_argument("--out", default="benchmarks/results",
+                        help="folder for train_throughput.json/.md")
+    btrain.set_defaults(func=cmd_bench_train)
+
+    bq = bench_cmds.add_parser("quality", help="train algorithms over seeds at a budget and tabulate "
+                                              "last-checkpoint normalised scores")
+    bq.add_argument("--algos", nargs="+", default=["dt", "bc"], help="algorithms")
+    bq.add_argument("--datasets", nargs="+", default=["hopper-medium"], help="dataset sources")
+    bq.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="seeds")
+    bq.add_argument("--steps", type=_positive_int, default=100_000, help="updates per run (the budget)")
+    bq.add_argument("--eval-every", type=int, default=10_000, help="updates between evaluations")
+    bq.add_argument("--eval-episodes", type=_positive_int, default=10, help="episodes per evaluation")
+    bq.add_argument("--set", action="append", metavar="ALGO:KEY=VALUE", help="a setting for one algorithm")
+    bq.add_argument("--runs", default="runs/quality", help="folder of the run directories")
+    bq.add_argument("--score-threshold", type=float, default=50.0, help="score for the time-to-score column")
+    bq.add_argument("--name", default="quality", help="result file stem in --out")
+    bq.add_argument("--out", default="benchmarks/results", help="folder for the results")
+    bq.add_argument("--no-progress", action="store_true", help="no progress bars")
+    bq.set_defaults(func=cmd_bench_quality)
+
+    demo = commands.add_parser("demo", help="the quick tour: make, convert and sample data, then train "
+                                            "and evaluate DT and BC on a small dataset")
     demo.add_argument("--workdir", default="runs/demo", help="folder for the demo's files")
     demo.add_argument("--steps", type=_positive_int, default=5000, help="steps to collect")
     demo.add_argument("--seed", type=int, default=0, help="seed")
+    demo.add_argument("--train-steps", type=int, default=500, metavar="N",
+                      help="updates of the DT and BC training part (0 skips it)")
     demo.set_defaults(func=cmd_demo)
     return parser
 

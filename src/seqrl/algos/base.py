@@ -31,7 +31,7 @@ class OptimConfig:
     grad_clip: float = 0.25
     """clip the global gradient norm to this (0: no clipping)"""
     bf16: bool = False
-    """bfloat16 autocast for the forward pass (pays on recent GPUs, rarely on CPUs)"""
+    """bfloat16 autocast for the forward pass (pays on GPUs and on CPUs with AMX; see docs/training.md)"""
     compile: bool = False
     """torch.compile the model for training"""
 

@@ -1,0 +1,129 @@
+"""Evaluation cost: what one environment step costs when a Decision Transformer drives it.
+
+Three ways to evaluate, measured in the same run on HalfCheetah-v5 (episodes always last 1000 steps,
+so every way does the same amount of environment work):
+  * raw: the same vector environment stepped with random actions (no model) - the floor;
+  * seqrl: ``seqrl.eval.evaluate`` with N episodes in parallel, one batched forward per step with the
+    KV cache (default context rule, and the reference rule eval_keep = K - 1);
+  * sequential full context: one environment, the last K steps re-encoded by a full forward at every
+    step, as the DT reference code evaluates (re-implemented here).
+Targets (issue 4): seqrl's wall time per environment step <= 2x the raw step, and >= 8x faster than the
+sequential full-context evaluation. The model has the DT paper's size with random weights: cost does not
+depend on the weights, and HalfCheetah episodes never end early.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from seqrl.bench.machine import git_commit, machine_info
+
+TARGETS = {"seqrl_vs_raw_step": 2.0, "speedup_vs_sequential": 8.0}
+
+
+def _raw_step_seconds(env_id: str, num_envs: int, steps: int, seed: int) -> float:
+    from seqrl.envs.registry import make_vec_env
+
+    vec = make_vec_env(env_id, num_envs)
+    vec.reset(seed=seed)
+    rng = np.random.default_rng(seed)
+    actions = rng.uniform(-1, 1, (steps, num_envs) + vec.single_action_space.shape).astype(np.float32)
+    start = time.perf_counter()
+    for t in range(steps):
+        vec.step(actions[t])
+    elapsed = time.perf_counter() - start
+    vec.close()
+    return elapsed / (steps * num_envs)
+
+
+def _sequential_full_context_seconds(model, env_id: str, steps: int, seed: int) -> float:
+    """One environment; at every step the whole window of the last K steps goes through the model."""
+    from seqrl.envs.registry import make_env
+
+    env = make_env(env_id)
+    obs, _ = env.reset(seed=seed)
+    k = model.context_len
+    states = torch.zeros(1, steps, model.obs_dim)
+    actions = torch.zeros(1, steps, model.act_dim)
+    rtg = torch.full((1, steps), 6.0)
+    timesteps = torch.arange(steps)[None]
+    start = time.perf_counter()
+    with torch.no_grad():
+        for t in range(steps):
+            states[0, t] = torch.from_numpy(obs.astype(np.float32))
+            lo = max(0, t - k + 1)
+            a = model(states[:, lo:t + 1], actions[:, lo:t + 1], rtg[:, lo:t + 1], timesteps[:, lo:t + 1])
+            actions[0, t] = a[0, -1]
+            obs, reward, term, trunc, _ = env.step(a[0, -1].numpy())
+            rtg[0, t + 1:t + 2] -= float(reward) / 1000.0
+    elapsed = time.perf_counter() - start
+    env.close()
+    return elapsed / steps
+
+
+def run_eval_bench(episodes: int = 40, env_id: str = "HalfCheetah-v5", sequential_steps: int = 1000,
+                   seed: int = 0, out_dir: str | None = "benchmarks/results", command: str = "") -> dict:
+    from seqrl.envs.registry import env_spaces
+    from seqrl.eval.evaluator import evaluate
+    from seqrl.models import DecisionTransformer
+    from seqrl.policy import Policy
+
+    obs_dim, act_dim = env_spaces(env_id)
+    torch.manual_seed(seed)
+    model = DecisionTransformer(obs_dim, act_dim).eval()   # DT paper size: K=20, 128 dims, 3 layers
+    spec = {"obs_mean": [0.0] * obs_dim, "obs_std": [1.0] * obs_dim, "return_scale": 1000.0}
+    raw = _raw_step_seconds(env_id, episodes, 1000, seed)
+    results = {}
+    for name, keep in (("seqrl", None), ("seqrl_reference_window", model.context_len - 1)):
+        policy = Policy(model, {**spec, "eval_keep": keep})
+        ev = evaluate(policy, env_id, episodes, target_return=6000.0, seed=seed)
+        results[name] = {"seconds": ev["seconds"], "env_steps": ev["env_steps"],
+                         "seconds_per_env_step": ev["seconds"] / ev["env_steps"]}
+    sequential = _sequential_full_context_seconds(model, env_id, sequential_steps, seed)
+    per_step = results["seqrl"]["seconds_per_env_step"]
+    result = {
+        "benchmark": "eval", "command": command, "commit": git_commit(), "machine": machine_info(),
+        "torch_threads": torch.get_num_threads(), "env": env_id, "episodes": episodes, "seed": seed,
+        "model": "DecisionTransformer K=20, 128 dims, 3 layers, 1 head (random weights)",
+        "raw_env_step_us": raw * 1e6,
+        "seqrl_env_step_us": per_step * 1e6,
+        "seqrl_reference_window_env_step_us": results["seqrl_reference_window"]["seconds_per_env_step"] * 1e6,
+        "sequential_full_context_step_us": sequential * 1e6,
+        "sequential_steps_measured": sequential_steps,
+        "seqrl_vs_raw_step": per_step / raw,
+        "speedup_vs_sequential": sequential / per_step,
+        "runs": results, "targets": TARGETS,
+    }
+    result["meets_targets"] = (result["seqrl_vs_raw_step"] <= TARGETS["seqrl_vs_raw_step"]
+                               and result["speedup_vs_sequential"] >= TARGETS["speedup_vs_sequential"])
+    if out_dir:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
+        (out / "eval.md").write_text(_markdown(result))
+    print(_markdown(result))
+    return result
+
+
+def _markdown(r: dict) -> str:
+    m = r["machine"]
+    return f"""# Evaluation cost ({r['env']}, {r['episodes']} episodes of 1000 steps)
+
+`{r['command']}` at commit `{r['commit']}` on {m['cpu']} ({m['cores_allowed']} cores allowed, torch
+{r['torch_threads']} threads), seed {r['seed']}. Model: {r['model']}.
+
+| way of evaluating | wall time per environment step |
+|---|---|
+| raw vector-environment step, random actions (no model) | {r['raw_env_step_us']:.1f} us |
+| seqrl, {r['episodes']} in parallel, KV cache (default context rule) | {r['seqrl_env_step_us']:.1f} us |
+| seqrl, {r['episodes']} in parallel, reference window (eval_keep = K-1) | {r['seqrl_reference_window_env_step_us']:.1f} us |
+| sequential full context (one env, window re-encoded each step; {r['sequential_steps_measured']} steps) | {r['sequential_full_context_step_us']:.1f} us |
+
+- seqrl / raw step: **{r['seqrl_vs_raw_step']:.2f}x** (target <= {r['targets']['seqrl_vs_raw_step']}x)
+- speed-up over sequential full context: **{r['speedup_vs_sequential']:.1f}x** (target >= {r['targets']['speedup_vs_sequential']}x)
+"""
