@@ -8,7 +8,7 @@
    and a BC baseline on it for a few hundred updates and evaluates both (10 episodes in parallel);
 6. loads the DT policy from its run directory alone and drives one episode with ``Policy.act``.
 The training budget is tiny (minutes on a laptop CPU), so the scores show the engine working, not what
-DT reaches with a full budget (see docs/dt.md for that).
+DT reaches with a full budget (see docs/training.md for that).
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ are cached, so each step feeds only its new tokens; when the window is full it i
 what the full forward over its window gives (tests/test_policy.py). With ``eval_keep = K - 1`` this is
 the reference behaviour (context always the last K steps, a prefill every step); the default K // 2 sees
 between K/2 and K steps, which are all contexts the model meets in training, at about twice the cost of
-pure incremental decoding. docs/dt.md reports both on the same checkpoints.
+pure incremental decoding. docs/training.md compares both on the same checkpoints.
 """
 
 from __future__ import annotations
