@@ -84,9 +84,13 @@ def _markdown(r: dict) -> str:
         seeds = ", ".join(f"{s['score']:.1f}" for s in row["seeds"])
         ups = np.mean([s["train_updates_per_s"] for s in row["seeds"]])
         tts = [s["time_to_score"] for s in row["seeds"]]
-        tts_text = ", ".join("not reached" if t is None else f"{t['seconds'] / 60:.1f} min (update "
+        tts_text = ", ".join("not reached" if t is None else f"{_duration(t['seconds'])} (update "
                              f"{t['step']})" for t in tts)
         settings = " ".join(row["seeds"][0]["settings"]) or "defaults"
         lines.append(f"| {row['dataset']} | {row['algo']} | **{row['score_mean']:.1f} +- "
                      f"{row['score_std']:.1f}** | {seeds} | {settings} | {ups:.1f} | {tts_text} |")
     return "\n".join(lines) + "\n"
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 60 else f"{seconds / 60:.1f} min"
