@@ -188,3 +188,24 @@ def test_dataset_without_environment_needs_env(tmp_path):
                     overrides=TINY, progress=False)
     assert summary["env"] == "Hopper-v5"
     assert np.isfinite(summary["eval"]["return_mean"])
+
+
+def test_bench_quality_and_eval_small(hopper_file, tmp_path, capsys):
+    from seqrl.bench.eval_bench import run_eval_bench
+    from seqrl.bench.quality import run_quality
+
+    result = run_quality(["bc"], [hopper_file], [0, 1], steps=5, eval_every=5, eval_episodes=2,
+                         overrides={"bc": ["hidden_dim=16"]}, runs=str(tmp_path / "runs"),
+                         out_dir=str(tmp_path), name="q", progress=False)
+    row = result["rows"][0]
+    assert len(row["seeds"]) == 2 and (tmp_path / "q.md").exists()
+    scores = [s["score"] for s in row["seeds"]]
+    assert row["score_mean"] == pytest.approx(np.mean(scores))
+    again = run_quality(["bc"], [hopper_file], [0, 1], steps=5, eval_every=5, eval_episodes=2,
+                        overrides={"bc": ["hidden_dim=16"]}, runs=str(tmp_path / "runs"), out_dir=None,
+                        progress=False)
+    assert [s["score"] for s in again["rows"][0]["seeds"]] == scores   # finished runs are reused
+
+    ev = run_eval_bench(episodes=2, sequential_steps=20, out_dir=str(tmp_path))
+    assert ev["runs"]["seqrl"]["env_steps"] == 2000   # HalfCheetah episodes never end early
+    assert ev["speedup_vs_sequential"] > 0 and (tmp_path / "eval.json").exists()
