@@ -161,7 +161,7 @@ def _print_eval(evals: list[dict]) -> None:
 
 
 def cmd_eval(args) -> int:
-    from seqrl.envs.registry import env_name, env_spaces, gym_id
+    from seqrl.envs.registry import check_spaces, env_name, gym_id
     from seqrl.envs.scores import D4RL_REFERENCE_RETURNS
     from seqrl.eval.evaluator import evaluate_targets
     from seqrl.policy import Policy
@@ -171,15 +171,11 @@ def cmd_eval(args) -> int:
     env_id = gym_id(args.env) if args.env else policy.env_id
     if env_id is None:
         raise SeqrlError("the checkpoint does not name its environment: pass --env")
-    obs_dim, act_dim = env_spaces(env_id)
-    model = policy.model
-    if (obs_dim, act_dim) != (model.obs_dim, model.act_dim):
-        raise SeqrlError(f"environment {env_id} has obs_dim {obs_dim} and act_dim {act_dim}, but the "
-                         f"policy expects {model.obs_dim} and {model.act_dim}")
+    check_spaces(env_id, policy.model.obs_dim, policy.model.act_dim, "policy")
     ref = policy.spec.get("reference_returns") or D4RL_REFERENCE_RETURNS.get(env_name(env_id))
     targets = args.target_return or ([policy.default_target_return]
                                      if policy.default_target_return is not None else [])
-    if not getattr(model, "condition_on_returns", False):
+    if not getattr(policy.model, "condition_on_returns", False):
         targets = []
     evals = evaluate_targets(policy, env_id, args.episodes, targets, seed=args.seed,
                              reference=tuple(ref) if ref else None)

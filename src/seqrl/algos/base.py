@@ -7,9 +7,8 @@ package that subclasses ``Algorithm`` and registers itself in ``seqrl.algos.ALGO
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 
-import numpy as np
 import torch
 
 from seqrl.data.trajectories import TrajectoryDataset
@@ -34,25 +33,6 @@ class OptimConfig:
     """bfloat16 autocast for the forward pass (pays on GPUs and on CPUs with AMX; see docs/training.md)"""
     compile: bool = False
     """torch.compile the model for training"""
-
-
-def config_help(config_cls) -> dict[str, str]:
-    """Field name -> the docstring written under it (for --help and error messages)."""
-    import ast
-    import inspect
-    import textwrap
-
-    out: dict[str, str] = {}
-    for cls in reversed(config_cls.__mro__):
-        if cls is object or not hasattr(cls, "__dataclass_fields__"):
-            continue
-        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-        body = tree.body[0].body
-        for node, nxt in zip(body, body[1:] + [None]):
-            if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) \
-                    and isinstance(getattr(nxt, "value", None), ast.Constant):
-                out[node.target.id] = str(nxt.value.value).strip()
-    return out
 
 
 def apply_overrides(config, overrides: list[str] | dict):
@@ -102,7 +82,8 @@ def _convert(key: str, value, current, annotation):
 
 class Algorithm:
     """The trainer's view of an algorithm. Subclasses set ``name`` and ``Config`` and build
-    ``self.model``; ``loss`` draws its own batch and returns (loss, {metric: float})."""
+    ``self.model`` and ``self.sampler``; ``loss`` draws its own batch and returns (loss, {metric: value})
+    where the metrics are extra columns named in ``metric_names``."""
 
     name = "base"
     Config = OptimConfig
@@ -122,19 +103,11 @@ class Algorithm:
         raise NotImplementedError
 
     def state_dict(self) -> dict:
-        """Algorithm state beyond the model (e.g. the sampler's generator), for resuming."""
-        return {}
+        """Algorithm state beyond the model (the sampler's generator), for resuming."""
+        return {"sampler": self.sampler.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
-        pass
-
-    def config_dict(self) -> dict:
-        return asdict(self.config)
-
-
-def observation_stats_of(dataset: TrajectoryDataset) -> tuple[np.ndarray, np.ndarray]:
-    mean, std = dataset.observation_stats()
-    return np.asarray(mean, dtype=np.float32), np.asarray(std, dtype=np.float32)
+        self.sampler.load_state_dict(state["sampler"])
 
 
 def best_fraction(dataset: TrajectoryDataset, fraction: float) -> TrajectoryDataset:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from seqrl.algos.base import Algorithm, OptimConfig, best_fraction, observation_stats_of
+from seqrl.algos.base import Algorithm, OptimConfig, best_fraction
 from seqrl.data.sampler import SegmentSampler
 from seqrl.models import MLPPolicy
 
@@ -37,15 +37,12 @@ class BCConfig(OptimConfig):
 class BehaviourCloning(Algorithm):
     name = "bc"
     Config = BCConfig
-    metric_names = ("action_mse",)
 
     def __init__(self, config: BCConfig, dataset, seed: int = 0, device="cpu"):
         super().__init__(config, dataset, seed, device)
         data = best_fraction(dataset, config.top_fraction)
-        self.obs_mean, self.obs_std = observation_stats_of(data)
         # windows of one step are single transitions
-        self.sampler = SegmentSampler(data, context_len=1, batch_size=config.batch_size,
-                                      obs_mean=self.obs_mean, obs_std=self.obs_std, seed=seed)
+        self.sampler = SegmentSampler(data, context_len=1, batch_size=config.batch_size, seed=seed)
         self.model_kwargs = dict(obs_dim=dataset.obs_dim, act_dim=dataset.act_dim,
                                  hidden_dim=config.hidden_dim, num_layers=config.num_layers,
                                  dropout=config.dropout)
@@ -55,14 +52,8 @@ class BehaviourCloning(Algorithm):
         batch = self.sampler.sample().to_torch(self.device)
         preds = self.model(batch["observations"][:, 0])
         loss = ((preds - batch["actions"][:, 0]) ** 2).mean()
-        return loss, {"action_mse": loss.detach()}
+        return loss, {}
 
     def policy_spec(self) -> dict:
         return {"model_class": "MLPPolicy", "model_kwargs": dict(self.model_kwargs),
-                "obs_mean": self.obs_mean.tolist(), "obs_std": self.obs_std.tolist()}
-
-    def state_dict(self) -> dict:
-        return {"sampler": self.sampler.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.sampler.load_state_dict(state["sampler"])
+                "obs_mean": self.sampler.obs_mean.tolist(), "obs_std": self.sampler.obs_std.tolist()}

@@ -17,9 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
-from seqrl.algos.base import Algorithm, OptimConfig, best_fraction, observation_stats_of
+from seqrl.algos.base import Algorithm, OptimConfig, best_fraction
 from seqrl.data.sampler import SegmentSampler
 from seqrl.models import DecisionTransformer
 
@@ -55,15 +53,13 @@ class DTConfig(OptimConfig):
 class DecisionTransformerAlgorithm(Algorithm):
     name = "dt"
     Config = DTConfig
-    metric_names = ("action_mse",)
 
     def __init__(self, config: DTConfig, dataset, seed: int = 0, device="cpu"):
         super().__init__(config, dataset, seed, device)
         data = best_fraction(dataset, config.top_fraction)
-        self.obs_mean, self.obs_std = observation_stats_of(data)
         self.sampler = SegmentSampler(data, context_len=config.context_len,
                                       batch_size=config.batch_size, return_scale=config.return_scale,
-                                      obs_mean=self.obs_mean, obs_std=self.obs_std, seed=seed)
+                                      seed=seed)  # normalises with the training data's statistics
         self.model_kwargs = dict(obs_dim=dataset.obs_dim, act_dim=dataset.act_dim,
                                  context_len=config.context_len, embed_dim=config.embed_dim,
                                  num_layers=config.num_layers, num_heads=config.num_heads,
@@ -80,15 +76,9 @@ class DecisionTransformerAlgorithm(Algorithm):
                            batch["timesteps"])                               # (B, K, act_dim)
         # DT: mean squared action error over real steps only (padding is masked out)
         loss = ((preds - batch["actions"]) ** 2)[mask].mean()
-        return loss, {"action_mse": loss.detach()}
+        return loss, {}
 
     def policy_spec(self) -> dict:
         return {"model_class": "DecisionTransformer", "model_kwargs": dict(self.model_kwargs),
-                "obs_mean": self.obs_mean.tolist(), "obs_std": self.obs_std.tolist(),
+                "obs_mean": self.sampler.obs_mean.tolist(), "obs_std": self.sampler.obs_std.tolist(),
                 "return_scale": self.config.return_scale, "eval_keep": self.config.eval_keep}
-
-    def state_dict(self) -> dict:
-        return {"sampler": self.sampler.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.sampler.load_state_dict(state["sampler"])

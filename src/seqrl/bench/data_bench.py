@@ -8,7 +8,6 @@ vectorised gather buys on this machine.
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 import time
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from seqrl.bench.machine import machine_info, git_commit
+from seqrl.bench.machine import git_commit, machine_info, write_result
 
 TARGETS = {"load_seconds": 3.0, "memory_ratio": 1.5, "segments_per_second": 20_000}
 
@@ -152,11 +151,8 @@ def run_data_bench(steps: int = 1_000_000, seed: int = 0, out_dir: str | None = 
     }
     _print_table(result)
     if out_dir:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "data.json").write_text(json.dumps(result, indent=2) + "\n")
-        (out / "data.md").write_text(_markdown(result))
-        print(f"wrote {out / 'data.json'} and {out / 'data.md'}")
+        write_result(out_dir, "data", result, _markdown(result))
+        print(f"wrote {Path(out_dir) / 'data.json'} and {Path(out_dir) / 'data.md'}")
     return result
 
 

@@ -14,14 +14,12 @@ depend on the weights, and HalfCheetah episodes never end early.
 
 from __future__ import annotations
 
-import json
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from seqrl.bench.machine import git_commit, machine_info
+from seqrl.bench.machine import git_commit, machine_info, write_result
 
 TARGETS = {"seqrl_vs_raw_step": 2.0, "speedup_vs_sequential": 8.0}
 
@@ -102,10 +100,7 @@ def run_eval_bench(episodes: int = 40, env_id: str = "HalfCheetah-v5", sequentia
     result["meets_targets"] = (result["seqrl_vs_raw_step"] <= TARGETS["seqrl_vs_raw_step"]
                                and result["speedup_vs_sequential"] >= TARGETS["speedup_vs_sequential"])
     if out_dir:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
-        (out / "eval.md").write_text(_markdown(result))
+        write_result(out_dir, "eval", result, _markdown(result))
     print(_markdown(result))
     return result
 

@@ -54,4 +54,15 @@ def git_commit() -> str:
         return "unknown"
 
 
-__all__ = ["machine_info", "git_commit", "cpu_model"]
+def write_result(out_dir, stem: str, result: dict, markdown: str) -> None:
+    """``<out_dir>/<stem>.json`` (every figure) and ``<stem>.md`` (the table the docs quote)."""
+    import json
+    from pathlib import Path
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / f"{stem}.md").write_text(markdown)
+
+
+__all__ = ["machine_info", "git_commit", "cpu_model", "write_result"]

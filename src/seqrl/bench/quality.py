@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from seqrl.bench.machine import git_commit, machine_info
+from seqrl.bench.machine import git_commit, machine_info, write_result
 
 
 def _time_to_score(run_dir: Path, threshold: float) -> dict | None:
@@ -64,10 +64,7 @@ def run_quality(algos, datasets, seeds, steps: int, eval_every: int, eval_episod
               "budget_updates": steps, "eval_every": eval_every, "eval_episodes": eval_episodes,
               "seeds": list(seeds), "score_threshold": score_threshold, "rows": rows}
     if out_dir:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
-        (out / f"{name}.md").write_text(_markdown(result))
+        write_result(out_dir, name, result, _markdown(result))
     print(_markdown(result))
     return result
 

@@ -15,14 +15,12 @@ work it does not do: it measures speed on the common scale, not arithmetic effic
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
-from pathlib import Path
 
 import torch
 
-from seqrl.bench.machine import git_commit, machine_info
+from seqrl.bench.machine import git_commit, machine_info, write_result
 from seqrl.errors import SeqrlError
 
 SIZES = {
@@ -167,11 +165,7 @@ def run_train_bench(sizes=("dt", "odt"), precisions=("fp32", "bf16"), seconds: f
               "rounds": rounds, "seed": seed, "target_ratio": TARGET_RATIO_GPU if on_gpu else TARGET_RATIO_CPU,
               "results": results}
     if out_dir:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        stem = "train_throughput" + ("_gpu" if on_gpu else "")
-        (out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
-        (out / f"{stem}.md").write_text(_markdown(result))
+        write_result(out_dir, "train_throughput" + ("_gpu" if on_gpu else ""), result, _markdown(result))
     print(_markdown(result))
     return result
 

@@ -72,6 +72,16 @@ def make_vec_env(env: str, num_envs: int, seed: int | None = None, asynchronous:
     return vec
 
 
+def check_spaces(env: str, obs_dim: int, act_dim: int, what: str) -> None:
+    """ConfigError unless the environment's (obs_dim, act_dim) are those of ``what`` (data or policy)."""
+    from seqrl.errors import ConfigError
+
+    env_obs, env_act = env_spaces(env)
+    if (env_obs, env_act) != (obs_dim, act_dim):
+        raise ConfigError(f"environment {gym_id(env)} has obs_dim {env_obs} and act_dim {env_act}, but "
+                          f"the {what} has {obs_dim} and {act_dim}: pass the right --env")
+
+
 def env_spaces(env: str) -> tuple[int, int]:
     """(obs_dim, act_dim) of an environment, from a throwaway instance."""
     instance = make_env(env)

@@ -25,7 +25,7 @@ def train(algo: str, dataset: str, env: str | None = None, steps: int = 100_000,
     from seqrl.algos import get_algorithm
     from seqrl.algos.base import apply_overrides
     from seqrl.data.sources import load_source, reference_for
-    from seqrl.envs.registry import env_name, env_spaces
+    from seqrl.envs.registry import check_spaces, env_name
     from seqrl.envs.scores import DEFAULT_TARGET_RETURNS
     from seqrl.train.trainer import RunConfig, Trainer, seed_everything
 
@@ -33,14 +33,10 @@ def train(algo: str, dataset: str, env: str | None = None, steps: int = 100_000,
     config = apply_overrides(algo_cls.Config(), list(overrides))
     if steps < 1:
         raise ConfigError(f"--steps must be positive, got {steps}")
-    data = load_source(dataset, env=env, make_missing=True)
-    data.check_finite()
+    data = load_source(dataset, env=env, make_missing=True)  # the loaders reject NaN/inf
     env_id = data.env_id
     if env_id is not None:
-        obs_dim, act_dim = env_spaces(env_id)
-        if (obs_dim, act_dim) != (data.obs_dim, data.act_dim):
-            raise ConfigError(f"environment {env_id} has obs_dim {obs_dim} and act_dim {act_dim}, but the "
-                              f"dataset has {data.obs_dim} and {data.act_dim}: pass the right --env")
+        check_spaces(env_id, data.obs_dim, data.act_dim, "dataset")
     elif eval_episodes > 0:
         raise ConfigError(f"dataset '{dataset}' does not name its environment: pass --env (e.g. "
                           f"--env hopper), or --eval-episodes 0 to train without evaluation")

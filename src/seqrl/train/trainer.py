@@ -195,7 +195,7 @@ class Trainer:
         metrics = (self.run_dir / "metrics.csv").open("a", newline="")
         bar = tqdm(total=run.steps, initial=self.step, desc=f"{self.algo.name} {run.dataset}",
                    unit="upd", dynamic_ncols=True, disable=not self.progress)
-        sums: dict[str, float] = {}
+        sums: dict = {}
         window_start, window_steps = time.perf_counter(), 0
         autocast = torch.autocast(device_type=torch.device(run.device).type, dtype=torch.bfloat16,
                                   enabled=cfg.bf16)
@@ -215,7 +215,7 @@ class Trainer:
                 window_steps += 1
                 self.train_seconds += time.perf_counter() - tick
                 for key, value in {"loss": loss.detach(), "grad_norm": grad_norm, **extra}.items():
-                    sums[key] = sums.get(key, 0.0) + float(value)
+                    sums[key] = sums.get(key, 0.0) + value  # tensors: no device sync per update
                 bar.update(1)
 
                 last = self.step == run.steps
@@ -224,7 +224,7 @@ class Trainer:
                 do_ckpt = last or self.step % run.checkpoint_every == 0 or do_eval
                 if not (do_ckpt or self.step % run.log_every == 0):
                     continue
-                row = {k: v / window_steps for k, v in sums.items()}
+                row = {k: float(v) / window_steps for k, v in sums.items()}
                 row.update(step=self.step, lr=self.scheduler.get_last_lr()[0],
                            updates_per_s=window_steps / max(time.perf_counter() - window_start, 1e-9))
                 if do_eval:
