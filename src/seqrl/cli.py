@@ -143,10 +143,15 @@ def cmd_train(args) -> int:
                     eval_every=args.eval_every, eval_episodes=args.eval_episodes,
                     target_returns=args.target_return, overrides=args.set or [], resume=args.resume,
                     progress=not args.no_progress, device=args.device, log_every=args.log_every,
-                    checkpoint_every=args.checkpoint_every)
+                    checkpoint_every=args.checkpoint_every, stage=args.stage, from_dir=args.from_dir)
     run_dir = os.path.dirname(os.path.dirname(summary["checkpoint"]))
-    print(f"run directory: {run_dir} ({summary['steps']} updates, "
+    stage = f" ({summary['stage']} stage)" if summary.get("stage") else ""
+    print(f"run directory: {run_dir}{stage} ({summary['steps']} updates, "
           f"{summary['train_updates_per_s']:.1f} updates/s)")
+    if summary.get("eval_without_prompt_tuning"):
+        print("without prompt tuning:", end=" ")
+        _print_eval([summary["eval_without_prompt_tuning"]])
+        print("with prompt tuning:" if summary.get("prompt_tuning") else "(prompt tuning off)", end=" ")
     _print_eval(summary["eval_all_targets"])
     return 0
 
@@ -306,7 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
     bmake.set_defaults(func=cmd_bench_make)
 
     train = commands.add_parser("train", help="train an algorithm on a dataset and evaluate it")
-    train.add_argument("algo", metavar="ALGO", help="dt (Decision Transformer) or bc (behaviour cloning)")
+    train.add_argument("algo", metavar="ALGO", help="dt (Decision Transformer), bc (behaviour cloning) or "
+                                                    "cmt (Contextual Meta Transformer, two stages)")
     train.add_argument("--dataset", required=True, metavar="SOURCE", help=source_help)
     train.add_argument("--env", help="environment when the dataset does not name it (e.g. hopper)")
     train.add_argument("--steps", type=_positive_int, default=100_000, help="gradient updates")
@@ -330,6 +336,11 @@ def build_parser() -> argparse.ArgumentParser:
                                                                                   "checkpoints")
     train.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument("--stage", choices=["representation", "improvement"], default=None,
+                       help="cmt: run one stage only (default: both; --steps counts representation "
+                            "updates, --set improve_steps=N the improvement stage's)")
+    train.add_argument("--from", dest="from_dir", default=None, metavar="RUN_DIR",
+                       help="cmt --stage improvement: the run holding the representation stage")
     train.set_defaults(func=cmd_train)
 
     ev = commands.add_parser("eval", help="evaluate a trained policy from its run directory or checkpoint")

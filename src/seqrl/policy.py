@@ -21,6 +21,9 @@ what the full forward over its window gives (tests/test_policy.py). With ``eval_
 the reference behaviour (context always the last K steps, a prefill every step); the default K // 2 sees
 between K/2 and K steps, which are all contexts the model meets in training, at about twice the cost of
 pure incremental decoding. docs/training.md compares both on the same checkpoints.
+
+CMT acts the same way, with its prompt L(z) in front of the window and reward tokens instead of
+returns-to-go; the prompt is recomputed at each re-encoding (seqrl.algos.cmt explains its sources).
 """
 
 from __future__ import annotations
@@ -31,10 +34,10 @@ import numpy as np
 import torch
 
 from seqrl.errors import ConfigError
-from seqrl.models import DecisionTransformer, MLPPolicy
+from seqrl.models import CMT, DecisionTransformer, MLPPolicy
 from seqrl.train.checkpoint import load_checkpoint
 
-MODEL_CLASSES = {"DecisionTransformer": DecisionTransformer, "MLPPolicy": MLPPolicy}
+MODEL_CLASSES = {"DecisionTransformer": DecisionTransformer, "MLPPolicy": MLPPolicy, "CMT": CMT}
 
 
 def build_model(spec: dict) -> torch.nn.Module:
@@ -53,7 +56,11 @@ class Policy:
         self.obs_std = torch.as_tensor(spec["obs_std"], dtype=torch.float32, device=device)
         self.return_scale = float(spec.get("return_scale", 1.0))
         self.default_target_return = spec.get("target_return")
-        self.is_sequence_model = isinstance(model, DecisionTransformer)
+        self.is_cmt = isinstance(model, CMT)
+        self.is_sequence_model = isinstance(model, (DecisionTransformer, CMT))
+        self.prompt_source = spec.get("prompt_source", "stored")
+        if self.prompt_source not in ("stored", "history"):
+            raise ConfigError(f"prompt_source must be stored or history, got '{self.prompt_source}'")
         if self.is_sequence_model:
             k = model.context_len
             keep = spec.get("eval_keep")
@@ -92,11 +99,14 @@ class Policy:
         self._states = torch.zeros(num_envs, k, m.obs_dim, device=dev)
         self._actions = torch.zeros(num_envs, k, m.act_dim, device=dev)
         self._rtg = torch.zeros(num_envs, k, device=dev)
+        self._rewards = torch.zeros(num_envs, k, device=dev)
         self._timesteps = torch.zeros(num_envs, k, dtype=torch.long, device=dev)
         self._return_left = torch.full((num_envs,), float(target_return or 0.0), device=dev)
         self._window = 0   # steps in the current context window
         self._t = 0        # episode timestep
-        self._cache = m.new_cache(num_envs, device=dev)
+        self._prompt = None
+        self._cache = m.generator.new_cache(num_envs, device=dev) if self.is_cmt else \
+            m.new_cache(num_envs, device=dev)
 
     def select(self, rows) -> None:
         """Keep only the environments ``rows`` (bool mask or indices), e.g. those still running."""
@@ -105,9 +115,11 @@ class Policy:
             rows = rows.nonzero().squeeze(1)
         self.num_envs = len(rows)
         if self.is_sequence_model:
-            for name in ("_states", "_actions", "_rtg", "_timesteps", "_return_left"):
+            for name in ("_states", "_actions", "_rtg", "_rewards", "_timesteps", "_return_left"):
                 setattr(self, name, getattr(self, name)[rows])
             self._cache.select(rows)
+            if self.is_cmt and getattr(self, "_prompt", None) is not None:
+                self._prompt = self._prompt[rows]
 
     @torch.no_grad()
     def act(self, obs, reward=0.0) -> np.ndarray:
@@ -133,10 +145,12 @@ class Policy:
         if self._t > 0:  # DT: the return still to collect drops by the reward just received
             reward_t = torch.as_tensor(np.asarray(reward, dtype=np.float32), device=self.device)
             self._return_left -= reward_t.reshape(-1)
+            if self.is_cmt:  # CMT: the previous step's reward token
+                self._rewards[:, self._window - 1] = m.normalize_reward(reward_t.reshape(-1))
         prefill = self._window == 0
         if self._window == k:  # full: keep the last `keep` steps and re-encode them (see module doc)
             keep = self.keep
-            for buf in (self._states, self._actions, self._rtg, self._timesteps):
+            for buf in (self._states, self._actions, self._rtg, self._rewards, self._timesteps):
                 buf[:, :keep] = buf[:, k - keep:].clone()
             self._window, prefill = keep, True
         w = self._window
@@ -149,8 +163,30 @@ class Policy:
             lo = 0
         else:
             lo = w - 1
+        if self.is_cmt:
+            if prefill:
+                self._prompt = self._cmt_prompt(w)
+            action, _ = m.generator.decode(self._cache, self._prompt, self._states[:, lo:w + 1],
+                                           self._actions[:, lo:w + 1], self._rewards[:, lo:w + 1],
+                                           self._timesteps[:, lo:w + 1])
+            self._actions[:, w] = action
+            self._window, self._t = w + 1, self._t + 1
+            return action
         action = m.decode(self._cache, self._states[:, lo:w + 1], self._actions[:, lo:w + 1],
                           self._rtg[:, lo:w + 1], self._timesteps[:, lo:w + 1])
         self._actions[:, w] = action
         self._window, self._t = w + 1, self._t + 1
         return action
+
+    def _cmt_prompt(self, history: int) -> torch.Tensor:
+        """CMT's prompt through the adaptor, L(z): z is the stored prompt, or with prompt_source
+        "history" the encoding of the ``history`` steps before the current one (when there are any)."""
+        m = self.model
+        if self.prompt_source == "history" and history > 0:
+            mask = torch.zeros(self.num_envs, history, dtype=torch.bool, device=self.device)
+            mask[:] = True
+            z = m.encode(self._states[:, :history], self._actions[:, :history],
+                         self._rewards[:, :history], mask)
+        else:
+            z = m.stored_prompt.expand(self.num_envs, -1, -1)
+        return m.tuned(z)

@@ -102,6 +102,13 @@ class Algorithm:
         """What ``seqrl.policy.Policy`` needs to act, besides the weights (plain data)."""
         raise NotImplementedError
 
+    def prepare_policy(self) -> None:
+        """Called before every evaluation and checkpoint (CMT computes its stored prompt here)."""
+
+    def summary_extras(self) -> dict:
+        """Entries this algorithm adds to summary.json."""
+        return {}
+
     def state_dict(self) -> dict:
         """Algorithm state beyond the model (the sampler's generator), for resuming."""
         return {"sampler": self.sampler.state_dict()}

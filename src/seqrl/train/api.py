@@ -18,10 +18,13 @@ def default_run_dir(algo: str, source: str, seed: int) -> Path:
 def train(algo: str, dataset: str, env: str | None = None, steps: int = 100_000, seed: int = 0,
           out: str | Path | None = None, eval_every: int = 10_000, eval_episodes: int = 10,
           target_returns=None, overrides=(), resume: bool = False, progress: bool = True,
-          device: str = "cpu", log_every: int = 100, checkpoint_every: int = 5_000) -> dict:
-    """Train ``algo`` ("dt", "bc", ...) on ``dataset`` (a SOURCE, see seqrl.data.sources) and return the
-    summary also written to ``<out>/summary.json``. ``overrides`` are ``key=value`` settings of the
-    algorithm's config (``--set``)."""
+          device: str = "cpu", log_every: int = 100, checkpoint_every: int = 5_000,
+          stage: str | None = None, from_dir: str | Path | None = None) -> dict:
+    """Train ``algo`` ("dt", "bc", "cmt", ...) on ``dataset`` (a SOURCE, see seqrl.data.sources) and
+    return the summary also written to ``<out>/summary.json``. ``overrides`` are ``key=value`` settings
+    of the algorithm's config (``--set``). For CMT, ``stage`` ("representation" or "improvement") runs
+    one stage; the improvement stage starts from the representation stage in ``from_dir`` (default:
+    ``out``)."""
     from seqrl.algos import get_algorithm
     from seqrl.algos.base import apply_overrides
     from seqrl.data.sources import load_source, reference_for
@@ -31,6 +34,10 @@ def train(algo: str, dataset: str, env: str | None = None, steps: int = 100_000,
 
     algo_cls = get_algorithm(algo)
     config = apply_overrides(algo_cls.Config(), list(overrides))
+    if (stage is not None or from_dir is not None) and algo != "cmt":
+        raise ConfigError("--stage and --from are for cmt, which trains in two stages")
+    if stage not in (None, "representation", "improvement"):
+        raise ConfigError(f"--stage must be representation or improvement, got '{stage}'")
     if steps < 1:
         raise ConfigError(f"--steps must be positive, got {steps}")
     data = load_source(dataset, env=env, make_missing=True)  # the loaders reject NaN/inf
@@ -51,7 +58,15 @@ def train(algo: str, dataset: str, env: str | None = None, steps: int = 100_000,
                     eval_every=eval_every, eval_episodes=eval_episodes, target_returns=targets,
                     reference_returns=list(ref) if ref else None, log_every=log_every,
                     checkpoint_every=checkpoint_every, device=device)
+    if out is None:
+        out = from_dir if (stage == "improvement" and from_dir is not None) else \
+            default_run_dir(algo, dataset, seed)
+    out = Path(out)
+    if algo == "cmt":
+        from seqrl.algos.cmt import train_cmt
+
+        return train_cmt(config, data, run, out, resume=resume, progress=progress, stage=stage,
+                         from_dir=Path(from_dir) if from_dir is not None else None)
     seed_everything(seed)
     algorithm = algo_cls(config, data, seed=seed, device=device)
-    out = Path(out) if out is not None else default_run_dir(algo, dataset, seed)
     return Trainer(algorithm, run, out, resume=resume, progress=progress).fit()

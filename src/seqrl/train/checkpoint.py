@@ -27,6 +27,8 @@ def checkpoint_path(run_dir_or_file: str | os.PathLike) -> Path:
     path = Path(run_dir_or_file)
     if path.is_dir():
         candidate = path / CHECKPOINT_DIR / LAST
+        if not candidate.is_file() and (path / "representation" / CHECKPOINT_DIR / LAST).is_file():
+            candidate = path / "representation" / CHECKPOINT_DIR / LAST  # a CMT run without tuning
         if not candidate.is_file():
             raise SeqrlError(f"'{path}' is not a seqrl run directory (no {CHECKPOINT_DIR}/{LAST} in it)")
         return candidate

@@ -150,6 +150,7 @@ class Trainer:
         self.purge_step = self.step + 1
 
     def _checkpoint(self) -> None:
+        self.algo.prepare_policy()
         state = {
             "policy": self.policy_spec(),
             "model": self.model.state_dict(),
@@ -176,6 +177,7 @@ class Trainer:
         from seqrl.eval.evaluator import evaluate_targets
         from seqrl.policy import Policy
 
+        self.algo.prepare_policy()
         policy = Policy(self.model, self.policy_spec(), self.run.device)
         try:
             ref = self.run.reference_returns
@@ -263,6 +265,7 @@ class Trainer:
             "eval": primary, "eval_all_targets": self.last_evals,
             "eval_episodes": run.eval_episodes, "elapsed_s": self._elapsed(),
             "checkpoint": str(self.checkpoint_file), "config": self.config_record,
+            **self.algo.summary_extras(),
         }
         atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
         return summary
