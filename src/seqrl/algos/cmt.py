@@ -47,6 +47,11 @@ from seqrl.models.cmt import CMT, head_loss, info_nce
 from seqrl.planner import beam_search, candidate_noise
 
 PROMPT_SOURCES = ("stored", "history")
+# settings that change the improvement stage only (an ablation over them can reuse a representation stage)
+IMPROVEMENT_ONLY_SETTINGS = frozenset({
+    "prompt_tuning", "improve_steps", "improve_learning_rate", "improve_warmup_steps",
+    "behaviour_coef", "relabel_states", "plan_horizon", "beam_width", "plan_candidates", "plan_noise",
+    "plan_batch", "prompt_source", "eval_keep"})
 
 
 @dataclass

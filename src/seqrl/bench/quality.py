@@ -1,10 +1,16 @@
 """Policy quality: train algorithms on datasets over several seeds at a stated budget and tabulate the
 last-checkpoint normalised scores (mean and std over seeds), as DESIGN.md's evaluation protocol asks.
 
-Runs go to ``<runs>/<algo>-<dataset>-s<seed>``. A run that already finished with the same budget is
+Runs go to ``<runs>/<label>-<dataset>-s<seed>``. A run that already finished with the same budget is
 reused and an unfinished one is resumed, so the command can be stopped and started again. The table also
-gives, per DT run, the wall-clock time (evaluation included) until an evaluation first reached
+gives, per run, the wall-clock time (evaluation included) until an evaluation first reached
 ``score_threshold`` normalised points ("time to score").
+
+Variants for ablations: an entry ``LABEL=ALGO`` in ``algos`` (e.g. ``cmt-beta0=cmt``) trains ALGO under
+the name LABEL with the settings given for LABEL. A CMT variant whose settings differ from plain
+``cmt``'s only in improvement-stage settings reuses that run's representation stage (same seed) and
+runs the improvement stage alone. A CMT row is followed by its score without prompt tuning (the
+representation stage's final evaluation).
 """
 
 from __future__ import annotations
@@ -34,32 +40,47 @@ def run_quality(algos, datasets, seeds, steps: int, eval_every: int, eval_episod
                 progress: bool = True) -> dict:
     from seqrl.train import train
 
+    from seqrl.algos.cmt import IMPROVEMENT_ONLY_SETTINGS
+
     rows = []
     for dataset in datasets:
-        for algo in algos:
-            per_seed = []
+        for entry in algos:
+            label, _, algo = entry.partition("=")
+            algo = algo or label
+            settings = overrides.get(label, [])
+            base = set(overrides.get("cmt", []))
+            reuse = (algo == "cmt" and label != "cmt" and
+                     all(s.partition("=")[0].strip() in IMPROVEMENT_ONLY_SETTINGS
+                         for s in set(settings) - base))
+            per_seed, without_pt = [], []
             for seed in seeds:
-                run_dir = Path(runs) / f"{algo}-{dataset}-s{seed}"
+                run_dir = Path(runs) / f"{label}-{dataset}-s{seed}"
                 summary_file = run_dir / "summary.json"
                 summary = json.loads(summary_file.read_text()) if summary_file.exists() else None
-                if summary is None or summary["steps"] != steps:
+                if summary is None or summary.get("representation", summary)["steps"] != steps:
+                    kwargs = {}
+                    if reuse:  # the improvement stage alone, from plain cmt's representation stage
+                        kwargs = dict(stage="improvement", from_dir=Path(runs) / f"cmt-{dataset}-s{seed}")
                     summary = train(algo, dataset, steps=steps, seed=seed, out=run_dir,
                                     eval_every=eval_every, eval_episodes=eval_episodes,
-                                    overrides=overrides.get(algo, []), progress=progress,
-                                    resume=(run_dir / "checkpoints" / "last.pt").exists())
-                ev = summary["eval"]
-                per_seed.append({"seed": seed, "score": ev["normalized_score_mean"],
-                                 "return_mean": ev["return_mean"], "target_return": ev["target_return"],
-                                 "episodes": len(ev["returns"]),
-                                 "train_updates_per_s": summary["train_updates_per_s"],
-                                 "elapsed_s": summary["elapsed_s"],
-                                 "time_to_score": _time_to_score(run_dir, score_threshold),
-                                 "settings": overrides.get(algo, []), "run_dir": str(run_dir)})
-            scores = np.array([s["score"] for s in per_seed])
-            rows.append({"dataset": dataset, "algo": algo, "score_mean": float(scores.mean()),
-                         "score_std": float(scores.std()), "seeds": per_seed})
-            print(f"{dataset} {algo}: {scores.mean():.1f} +- {scores.std():.1f} over seeds {list(seeds)}",
-                  flush=True)
+                                    overrides=settings, progress=progress,
+                                    resume=(run_dir / "checkpoints" / "last.pt").exists() or
+                                    (run_dir / "representation" / "checkpoints" / "last.pt").exists(),
+                                    **kwargs)
+                per_seed.append(_seed_row(summary["eval"], summary, seed, settings, run_dir,
+                                          score_threshold))
+                if summary.get("eval_without_prompt_tuning"):
+                    without_pt.append(_seed_row(summary["eval_without_prompt_tuning"],
+                                                summary.get("representation", summary), seed, settings,
+                                                run_dir / "representation", score_threshold))
+            for name, seed_rows in ((label, per_seed), (f"{label} without prompt tuning", without_pt)):
+                if not seed_rows or (name != label and reuse):
+                    continue
+                scores = np.array([s["score"] for s in seed_rows])
+                rows.append({"dataset": dataset, "algo": name, "score_mean": float(scores.mean()),
+                             "score_std": float(scores.std()), "seeds": seed_rows})
+                print(f"{dataset} {name}: {scores.mean():.1f} +- {scores.std():.1f} over seeds "
+                      f"{list(seeds)}", flush=True)
     result = {"benchmark": name, "command": command, "commit": git_commit(), "machine": machine_info(),
               "budget_updates": steps, "eval_every": eval_every, "eval_episodes": eval_episodes,
               "seeds": list(seeds), "score_threshold": score_threshold, "rows": rows}
@@ -67,6 +88,16 @@ def run_quality(algos, datasets, seeds, steps: int, eval_every: int, eval_episod
         write_result(out_dir, name, result, _markdown(result))
     print(_markdown(result))
     return result
+
+
+def _seed_row(ev: dict, summary: dict, seed: int, settings, run_dir: Path, threshold: float) -> dict:
+    rep = summary.get("representation")  # CMT: updates/s of the (budgeted) representation stage
+    return {"seed": seed, "score": ev["normalized_score_mean"], "return_mean": ev["return_mean"],
+            "target_return": ev["target_return"], "episodes": len(ev["returns"]),
+            "train_updates_per_s": (rep or summary)["train_updates_per_s"],
+            "elapsed_s": summary["elapsed_s"] + (rep["elapsed_s"] if rep else 0.0),
+            "time_to_score": _time_to_score(run_dir, threshold) if run_dir.is_dir() else None,
+            "settings": list(settings), "run_dir": str(run_dir)}
 
 
 def _markdown(r: dict) -> str:
