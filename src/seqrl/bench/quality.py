@@ -38,9 +38,8 @@ def run_quality(algos, datasets, seeds, steps: int, eval_every: int, eval_episod
                 overrides: dict[str, list[str]], runs: str = "runs/quality", score_threshold: float = 50.0,
                 out_dir: str | None = "benchmarks/results", name: str = "quality", command: str = "",
                 progress: bool = True) -> dict:
-    from seqrl.train import train
-
     from seqrl.algos.cmt import IMPROVEMENT_ONLY_SETTINGS
+    from seqrl.train import train
 
     rows = []
     for dataset in datasets:
@@ -73,13 +72,14 @@ def run_quality(algos, datasets, seeds, steps: int, eval_every: int, eval_episod
                     without_pt.append(_seed_row(summary["eval_without_prompt_tuning"],
                                                 summary.get("representation", summary), seed, settings,
                                                 run_dir / "representation", score_threshold))
-            for name, seed_rows in ((label, per_seed), (f"{label} without prompt tuning", without_pt)):
-                if not seed_rows or (name != label and reuse):
+            for row_name, seed_rows in ((label, per_seed),
+                                        (f"{label} without prompt tuning", without_pt)):
+                if not seed_rows or (row_name != label and reuse):
                     continue
                 scores = np.array([s["score"] for s in seed_rows])
-                rows.append({"dataset": dataset, "algo": name, "score_mean": float(scores.mean()),
+                rows.append({"dataset": dataset, "algo": row_name, "score_mean": float(scores.mean()),
                              "score_std": float(scores.std()), "seeds": seed_rows})
-                print(f"{dataset} {name}: {scores.mean():.1f} +- {scores.std():.1f} over seeds "
+                print(f"{dataset} {row_name}: {scores.mean():.1f} +- {scores.std():.1f} over seeds "
                       f"{list(seeds)}", flush=True)
     result = {"benchmark": name, "command": command, "commit": git_commit(), "machine": machine_info(),
               "budget_updates": steps, "eval_every": eval_every, "eval_episodes": eval_episodes,
