@@ -107,7 +107,7 @@ class CMTConfig(OptimConfig):
     """False: skip the improvement stage (Q1's ablation)"""
     improve_steps: int = 2000
     """adaptor updates"""
-    improve_learning_rate: float = 1e-4
+    improve_learning_rate: float = 3e-4
     """adaptor learning rate"""
     improve_warmup_steps: int = 100
     """adaptor learning-rate warm-up"""
