@@ -224,6 +224,24 @@ def cmd_bench_quality(args) -> int:
     return 0
 
 
+def cmd_bench_planner(args) -> int:
+    from seqrl.bench.planner_bench import run_planner_bench
+
+    result = run_planner_bench(horizon=args.horizon, beam_width=args.beam_width,
+                               candidates=args.candidates, plan_states=args.states,
+                               nocache_states=args.nocache_states, rounds=args.rounds, seed=args.seed,
+                               out_dir=args.out, command=" ".join(["seqrl"] + sys.argv[1:]))
+    if args.json:
+        keys = ("plan_ms_per_state", "nocache_ms_per_state", "act_ms_per_state", "speedup_vs_nocache",
+                "act_vs_plan", "cached_vs_nocache_max_action_diff", "met")
+        print(json.dumps({k: result[k] for k in keys}))
+    else:
+        from seqrl.bench.planner_bench import _markdown
+
+        print(_markdown(result))
+    return 0
+
+
 def cmd_demo(args) -> int:
     from seqrl.demo import run_demo
 
@@ -394,6 +412,20 @@ def build_parser() -> argparse.ArgumentParser:
     bq.add_argument("--out", default="benchmarks/results", help="folder for the results")
     bq.add_argument("--no-progress", action="store_true", help="no progress bars")
     bq.set_defaults(func=cmd_bench_quality)
+
+    bplan = bench_cmds.add_parser("planner", help="CMT beam search: KV cache vs recomputation, and "
+                                                  "planning vs acting from the prompt")
+    bplan.add_argument("--horizon", type=_positive_int, default=5, help="search depth")
+    bplan.add_argument("--beam-width", type=_positive_int, default=8, help="beams kept per depth")
+    bplan.add_argument("--candidates", type=_positive_int, default=8, help="actions per beam and depth")
+    bplan.add_argument("--states", type=_positive_int, default=64, help="states per cached search")
+    bplan.add_argument("--nocache-states", type=_positive_int, default=8,
+                       help="states per uncached search")
+    bplan.add_argument("--rounds", type=_positive_int, default=3, help="alternating rounds")
+    bplan.add_argument("--seed", type=int, default=0, help="seed")
+    bplan.add_argument("--json", action="store_true", help="print the key figures as JSON")
+    bplan.add_argument("--out", default="benchmarks/results", help="folder for planner.json and planner.md")
+    bplan.set_defaults(func=cmd_bench_planner)
 
     demo = commands.add_parser("demo", help="the quick tour: make, convert and sample data, then train "
                                             "and evaluate DT and BC on a small dataset")

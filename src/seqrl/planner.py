@@ -28,16 +28,20 @@ from __future__ import annotations
 import torch
 
 from seqrl.models.cmt import CMT
+from seqrl.models.gpt import SharedPrefixCache
 
 
 class _CachedContext:
-    """Sequences whose keys and values are cached: each new token costs one token's forward."""
+    """Sequences whose keys and values are cached: each new token costs one token's forward. The
+    prompt and history are cached once per planned state and shared by all its beams
+    (``SharedPrefixCache``), so keeping or repeating beams copies only the planned tokens."""
 
     def __init__(self, gpt, tokens: torch.Tensor, max_len: int):
         self.gpt = gpt
-        self.cache = gpt.new_cache(tokens.shape[0], max_len, device=tokens.device)
+        prefix = gpt.new_cache(tokens.shape[0], tokens.shape[1], device=tokens.device)
         last = torch.tensor([tokens.shape[1] - 1], device=tokens.device)
-        self.last = gpt(tokens, self.cache, keep=last)[:, 0]
+        self.last = gpt(tokens, prefix, keep=last)[:, 0]
+        self.cache = SharedPrefixCache(prefix, max_len - tokens.shape[1])
 
     def feed(self, token: torch.Tensor) -> torch.Tensor:
         return self.gpt(token, self.cache)[:, 0]

@@ -46,6 +46,66 @@ class KVCache:
         self.length = 0
 
 
+class SharedPrefixCache:
+    """A cache for many continuations of a few sequences, as in tree search.
+
+    ``prefix`` holds the keys and values of B sequences (a filled ``KVCache``); the cache rows are
+    continuations laid out sequence-major: rows b*R .. b*R + R - 1 continue sequence b. Only the
+    continuations' own tokens are stored per row, so ``select`` (keeping, repeating or reordering rows
+    within their sequence) copies a few tokens instead of the whole prefix; attention reads the
+    prefix once per sequence for all its R rows (one batched matmul) and merges it with each row's
+    own tokens in one softmax. Equal to a ``KVCache`` holding prefix + continuation in every row
+    (tests/test_cmt.py checks the planner built on it against brute force).
+    """
+
+    def __init__(self, prefix: KVCache, max_new: int):
+        n = prefix.length
+        self.prefix_keys = prefix.keys[:, :, :, :n]
+        self.prefix_values = prefix.values[:, :, :, :n]
+        layers, b, nh, _, hd = self.prefix_keys.shape
+        self.num_sequences = b
+        self.keys = self.prefix_keys.new_zeros(layers, b, nh, max_new, hd)
+        self.values = self.prefix_keys.new_zeros(layers, b, nh, max_new, hd)
+        self.length = 0
+        self.max_len = max_new
+
+    @property
+    def batch_size(self) -> int:
+        return self.keys.shape[1]
+
+    def select(self, rows: torch.Tensor) -> None:
+        """Keep rows ``rows`` (indices, grouped by sequence: the same count for every sequence)."""
+        if len(rows) % self.num_sequences:
+            raise ValueError("rows must keep the same number of continuations of every sequence")
+        self.keys = self.keys[:, rows, :, :self.max_len]
+        self.values = self.values[:, rows, :, :self.max_len]
+
+    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Store the new tokens' k, v (rows, nh, t, hd) and return attention outputs for q."""
+        rows, nh, t, hd = q.shape
+        b, r = self.num_sequences, rows // self.num_sequences
+        start, end = self.length, self.length + t
+        if end > self.max_len:
+            raise RuntimeError(f"shared-prefix cache overflow: {end} tokens > {self.max_len}")
+        self.keys[layer, :, :, start:end] = k
+        self.values[layer, :, :, start:end] = v
+        kp, vp = self.prefix_keys[layer], self.prefix_values[layer]            # (B, nh, Lp, hd)
+        ks, vs = self.keys[layer, :, :, :end], self.values[layer, :, :, :end]  # (rows, nh, end, hd)
+        scale = 1.0 / math.sqrt(hd)
+        grouped = q.view(b, r, nh, t, hd).transpose(1, 2).reshape(b, nh, r * t, hd)
+        s_prefix = (grouped @ kp.transpose(-1, -2)).view(b, nh, r, t, -1).transpose(1, 2)
+        s_prefix = s_prefix.reshape(rows, nh, t, -1) * scale                    # (rows, nh, t, Lp)
+        s_own = (q @ ks.transpose(-1, -2)) * scale                              # (rows, nh, t, end)
+        if t > 1:  # causal among the new tokens
+            allowed = torch.arange(end, device=q.device)[None, :] <= start + torch.arange(t, device=q.device)[:, None]
+            s_own = s_own.masked_fill(~allowed, float("-inf"))
+        weights = torch.cat([s_prefix, s_own], dim=-1).softmax(dim=-1)
+        w_prefix, w_own = weights.split([kp.shape[2], end], dim=-1)
+        w_prefix = w_prefix.reshape(b, r, nh, t, -1).transpose(1, 2).reshape(b, nh, r * t, -1)
+        y_prefix = (w_prefix @ vp).view(b, nh, r, t, hd).transpose(1, 2).reshape(rows, nh, t, hd)
+        return y_prefix + w_own @ vs
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, embed_dim: int, num_heads: int, dropout: float):
         super().__init__()
@@ -68,6 +128,9 @@ class CausalSelfAttention(nn.Module):
         x_q = x if keep is None else x[:, keep]
         q = F.linear(x_q, w_q, b_q).view(b, x_q.shape[1], nh, hd).transpose(1, 2)  # (B, nh, Tq, hd)
         k, v = (z.view(b, t, nh, hd).transpose(1, 2) for z in F.linear(x, w_kv, b_kv).split(h, dim=2))
+        if isinstance(cache, SharedPrefixCache):
+            y = cache.attend(layer, q, k, v).transpose(1, 2).reshape(b, t, h)
+            return self.resid_dropout(self.proj(y))
         start = 0
         if cache is not None:
             start, end = cache.length, cache.length + t
