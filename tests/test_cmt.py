@@ -251,6 +251,26 @@ def test_train_cmt_cli_runs_both_stages_and_reports_both_scores(hopper_file, tmp
     # and `seqrl eval` reads the tuned policy
     assert main(["eval", str(out), "--episodes", "1", "--json"]) == 0
 
+    # the prompt map: a PNG and its scores, for this run beside its representation stage
+    png = tmp_path / "prompts.png"
+    assert main(["viz", "prompts", str(out), "--compare", str(out / "representation"), "--episodes", "4",
+                 "--out", str(png)]) == 0
+    assert png.stat().st_size > 10_000
+    scores = json.loads(png.with_suffix(".json").read_text())
+    assert len(scores) == 2 and 0.0 <= scores[0]["pair_nn_rate"] <= 1.0
+    assert main(["viz", "prompts", str(tmp_path / "nowhere")]) == 2
+
+
+def test_bench_planner_small(tmp_path):
+    from seqrl.bench.planner_bench import run_planner_bench
+
+    r = run_planner_bench(horizon=2, beam_width=2, candidates=2, plan_states=2, nocache_states=1,
+                          act_envs=2, act_steps=3, rounds=1, out_dir=str(tmp_path))
+    for key in ("speedup_vs_nocache", "plan_ms_per_state", "act_ms_per_state"):
+        assert r[key] > 0
+    assert r["cached_vs_nocache_max_action_diff"] < 1e-4
+    assert (tmp_path / "planner.md").exists()
+
 
 def test_cmt_errors_are_one_line(hopper_file, tmp_path, capsys):
     from seqrl.cli import main

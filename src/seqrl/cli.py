@@ -242,6 +242,19 @@ def cmd_bench_planner(args) -> int:
     return 0
 
 
+def cmd_viz_prompts(args) -> int:
+    from seqrl.viz import plot_prompts
+
+    out = args.out or os.path.join(args.run, "prompts.png")
+    scores = plot_prompts([args.run] + (args.compare or []), out, episodes=args.episodes, seed=args.seed)
+    for s in scores:
+        print(f"{s['run']}: contrastive coef {s['contrastive_coef']:g}, same-episode nearest neighbour "
+              f"{s['pair_nn_rate']:.2f} (chance {s['pair_nn_chance']:.3f}), return R2 of the map "
+              f"{s['return_r2']:.2f}")
+    print(f"wrote {out}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from seqrl.demo import run_demo
 
@@ -427,6 +440,18 @@ def build_parser() -> argparse.ArgumentParser:
     bplan.add_argument("--out", default="benchmarks/results", help="folder for planner.json and planner.md")
     bplan.set_defaults(func=cmd_bench_planner)
 
+    viz = commands.add_parser("viz", help="pictures of trained models")
+    viz_cmds = viz.add_subparsers(dest="viz_command", metavar="WHAT")
+    vp = viz_cmds.add_parser("prompts", help="2-D map (PCA) of CMT policy prompts coloured by return "
+                                             "(the paper's Fig. 4)")
+    vp.add_argument("run", metavar="RUN_DIR", help="a CMT run directory or checkpoint")
+    vp.add_argument("--compare", nargs="+", metavar="RUN_DIR",
+                    help="more runs drawn beside it (e.g. one trained with --set contrastive_coef=1e-6)")
+    vp.add_argument("--episodes", type=_positive_int, default=300, help="episodes (2 fragments each)")
+    vp.add_argument("--seed", type=int, default=0, help="which episodes and fragments")
+    vp.add_argument("--out", default=None, help="PNG file (default: RUN_DIR/prompts.png)")
+    vp.set_defaults(func=cmd_viz_prompts)
+
     demo = commands.add_parser("demo", help="the quick tour: make, convert and sample data, then train "
                                             "and evaluate DT and BC on a small dataset")
     demo.add_argument("--workdir", default="runs/demo", help="folder for the demo's files")
@@ -443,7 +468,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
         if getattr(args, "func", None) is None:
-            sub = {"data": "data", "bench": "bench"}.get(getattr(args, "command", None) or "")
+            sub = {"data": "data", "bench": "bench", "viz": "viz"}.get(getattr(args, "command", None) or "")
             raise UsageError(f"missing {'subcommand for ' + sub if sub else 'command'} "
                              f"(see `seqrl {sub + ' ' if sub else ''}--help`)")
         return int(args.func(args) or 0)

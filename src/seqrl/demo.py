@@ -4,8 +4,9 @@
 2. writes it as a D4RL-layout HDF5 file and reads it back;
 3. exports it as a Minari dataset (in a Minari root inside the demo folder) and reads that back;
 4. draws a batch of Decision-Transformer segments and a batch of CMT fragment pairs;
-5. makes a small hopper-medium dataset from the shipped behaviour policy, trains a Decision Transformer
-   and a BC baseline on it for a few hundred updates and evaluates both (10 episodes in parallel);
+5. makes a small hopper-medium dataset from the shipped behaviour policy, trains a Decision Transformer,
+   a BC baseline and CMT (both stages: representation, then beam-search relabelling and prompt tuning)
+   on it for a few hundred updates and evaluates them (10 episodes in parallel);
 6. loads the DT policy from its run directory alone and drives one episode with ``Policy.act``.
 The training budget is tiny (minutes on a laptop CPU), so the scores show the engine working, not what
 DT reaches with a full budget (see docs/training.md for that).
@@ -80,8 +81,10 @@ def _train_tour(work: Path, seed: int, train_steps: int) -> None:
         make("hopper-medium", steps=50_000, seed=seed, fmt="d4rl", out=str(data_file), force=True,
              progress=False)
     quick = ["warmup_steps=100"]  # the paper warms up over 10k updates; this run has only a few hundred
+    # CMT: both stages, with a small relabel pool and a short prompt tuning
+    cmt_quick = quick + ["bf16=true", f"improve_steps={max(1, train_steps // 5)}", "relabel_states=256"]
     runs = {}
-    for algo, overrides in (("dt", quick), ("bc", [])):
+    for algo, overrides in (("dt", quick), ("bc", []), ("cmt", cmt_quick)):
         out = work / f"{algo}-hopper-medium-small"
         if out.exists():
             import shutil
@@ -91,10 +94,16 @@ def _train_tour(work: Path, seed: int, train_steps: int) -> None:
                         eval_episodes=10, overrides=overrides, log_every=50, checkpoint_every=train_steps)
         ev = summary["eval"]
         runs[algo] = out
-        print(f"   {algo}: {train_steps} updates at {summary['train_updates_per_s']:.1f} updates/s, "
+        ups = summary.get("representation", summary)["train_updates_per_s"]
+        print(f"   {algo}: {train_steps} updates at {ups:.1f} updates/s, "
               f"return {ev['return_mean']:.0f} +- {ev['return_std']:.0f}, normalised "
               f"{ev['normalized_score_mean']:.1f} (dataset: "
               f"{_dataset_score(data_file):.1f}); run directory {out}")
+        if algo == "cmt":
+            before = summary["eval_without_prompt_tuning"]
+            print(f"        CMT before prompt tuning: normalised {before['normalized_score_mean']:.1f}; "
+                  f"{summary['planned_states']} states relabelled by beam search "
+                  f"({summary['plan_ms_per_state']:.0f} ms each), then {summary['steps']} adaptor updates")
     policy = Policy.load(runs["dt"])
     env = make_env("hopper")
     obs, _ = env.reset(seed=seed)
