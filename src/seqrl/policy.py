@@ -183,8 +183,7 @@ class Policy:
         "history" the encoding of the ``history`` steps before the current one (when there are any)."""
         m = self.model
         if self.prompt_source == "history" and history > 0:
-            mask = torch.zeros(self.num_envs, history, dtype=torch.bool, device=self.device)
-            mask[:] = True
+            mask = torch.ones(self.num_envs, history, dtype=torch.bool, device=self.device)
             z = m.encode(self._states[:, :history], self._actions[:, :history],
                          self._rewards[:, :history], mask)
         else:

@@ -47,10 +47,7 @@ def prompt_map(run: str | Path, episodes: int = 300, seed: int = 0) -> dict:
     sampler = SegmentSampler(dataset, context_len=model.fragment_len, obs_mean=policy.obs_mean.numpy(),
                              obs_std=policy.obs_std.numpy(), seed=seed)
     ep = np.repeat(chosen, 2)
-    lo, hi = sampler._starts[ep], sampler._ends[ep]
-    room = np.maximum(hi - lo - model.fragment_len, 0) + 1
-    starts = lo + (rng.random(len(ep)) * room).astype(np.int64)
-    batch = sampler.gather(ep, starts, model.fragment_len).to_torch()
+    batch = sampler.fragments(ep, model.fragment_len, rng).to_torch()
     rewards = torch.where(batch["mask"], model.normalize_reward(batch["rewards"]), 0.0)
     z = model.encode(batch["observations"], batch["actions"], rewards, batch["mask"])
     flat = torch.nn.functional.normalize(z.flatten(1), dim=1).numpy()

@@ -34,6 +34,7 @@ is gamma; ``behaviour_coef`` is beta.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -181,13 +182,9 @@ class _CMTBase(Algorithm):
         t["values"] = (t["returns_to_go"] - self.model.value_mean) / self.model.value_std
         return t
 
-    def fragments(self, episodes: np.ndarray, rng: np.random.Generator) -> dict:
+    def fragments(self, episodes: np.ndarray) -> dict:
         """Encoder fragments of L steps, each placed uniformly where it fits in its episode."""
-        length = self.config.fragment_len
-        lo = self.sampler._starts[episodes]
-        room = np.maximum(self.sampler._ends[episodes] - lo - length, 0) + 1
-        starts = lo + (rng.random(len(episodes)) * room).astype(np.int64)
-        return self.to_model_units(self.sampler.gather(episodes, starts, length))
+        return self.to_model_units(self.sampler.fragments(episodes, self.config.fragment_len))
 
     def encode(self, frag: dict) -> torch.Tensor:
         return self.model.encode(frag["observations"], frag["actions"], frag["rewards"], frag["mask"])
@@ -201,7 +198,7 @@ class _CMTBase(Algorithm):
         count = int(np.clip(round(cfg.prompt_top_fraction * ds.num_episodes), 1, 64))
         best = np.argsort(-ds.episode_returns, kind="stable")[:count]
         episodes = np.repeat(best, 4)
-        lo, hi = self.sampler._starts[episodes], self.sampler._ends[episodes]
+        lo, hi = ds.offsets[episodes], ds.offsets[episodes + 1]
         room = np.maximum(hi - lo - cfg.fragment_len, 0)
         starts = lo + (room * np.tile(np.arange(4) / 3, count)).astype(np.int64)
         frag = self.to_model_units(self.sampler.gather(episodes, starts, cfg.fragment_len))
@@ -232,8 +229,8 @@ class CMTRepresentation(_CMTBase):
         window = self.sampler.sample()
         episodes = window.episode_ids
         w = self.to_model_units(window)
-        z1 = self.encode(self.fragments(episodes, self.sampler.rng))
-        z2 = self.encode(self.fragments(episodes, self.sampler.rng))
+        z1 = self.encode(self.fragments(episodes))
+        z2 = self.encode(self.fragments(episodes))
         out = m.generator(m.tuned(z1), w["observations"], w["actions"], w["rewards"], w["timesteps"])
         mask = w["mask"]
         # Eq. 2: action, reward and next state of every real step (the next state must be in the window)
@@ -285,14 +282,12 @@ class CMTImprovement(_CMTBase):
         """The K-step windows whose last real step is ``rows`` (shorter at an episode's start) and
         that step's position in them."""
         episodes = self.dataset.episode_of_step[rows].astype(np.int64)
-        starts = np.maximum(self.sampler._starts[episodes], rows - self.config.context_len + 1)
+        starts = np.maximum(self.dataset.offsets[episodes], rows - self.config.context_len + 1)
         return episodes, starts, rows - starts
 
     @torch.no_grad()
     def plan(self, pool_indices: np.ndarray) -> None:
         """Relabel the pool states ``pool_indices`` by beam search, grouped by history length."""
-        import time
-
         cfg, m = self.config, self.model
         tick = time.perf_counter()
         m.eval()
@@ -302,7 +297,7 @@ class CMTImprovement(_CMTBase):
             group = np.nonzero(positions + 1 == length)[0]
             for chunk in np.array_split(group, max(1, -(-len(group) // cfg.plan_batch))):
                 w = self.to_model_units(self.sampler.gather(episodes[chunk], starts[chunk], int(length)))
-                z = self.encode(self.fragments(episodes[chunk], self.sampler.rng))
+                z = self.encode(self.fragments(episodes[chunk]))
                 noise = candidate_noise(len(chunk), cfg.plan_horizon, cfg.plan_candidates, m.act_dim,
                                         device=self.device)
                 actions, _ = beam_search(m, z, w["observations"], w["actions"], w["rewards"],
@@ -324,7 +319,7 @@ class CMTImprovement(_CMTBase):
         episodes, starts, positions = self.windows_ending_at(self.pool[idx])
         w = self.to_model_units(self.sampler.gather(episodes, starts, cfg.context_len))
         with torch.no_grad():
-            z = self.encode(self.fragments(episodes, self.sampler.rng))
+            z = self.encode(self.fragments(episodes))
         tuned = m.tuned(z)
         out = m.generator(tuned, w["observations"], w["actions"], w["rewards"], w["timesteps"])
         pred = out["action_mean"][torch.arange(len(idx)), torch.as_tensor(positions)]

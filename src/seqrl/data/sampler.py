@@ -106,11 +106,19 @@ class SegmentSampler:
         length = length or self.context_len
         rows = self.rng.integers(0, self.dataset.num_steps, size=b)
         episodes = self.dataset.episode_of_step[rows].astype(np.int64)
-        lo = self._starts[episodes]
-        room = np.maximum(self._ends[episodes] - lo - length, 0) + 1  # number of valid starts
-        first = lo + (self.rng.random(b) * room).astype(np.int64)
-        second = lo + (self.rng.random(b) * room).astype(np.int64)
-        return self.gather(episodes, first, length), self.gather(episodes, second, length)
+        first = self.fragments(episodes, length)
+        return first, self.fragments(episodes, length)
+
+    def fragments(self, episode_ids: np.ndarray, length: int,
+                  rng: np.random.Generator | None = None) -> SegmentBatch:
+        """One fragment of ``length`` steps per episode in ``episode_ids``, starting uniformly where it
+        fits (at the episode's first step when the episode is shorter); drawn with ``rng`` (default:
+        the sampler's own generator)."""
+        rng = self.rng if rng is None else rng
+        lo = self._starts[episode_ids]
+        room = np.maximum(self._ends[episode_ids] - lo - length, 0) + 1  # number of valid starts
+        starts = lo + (rng.random(len(episode_ids)) * room).astype(np.int64)
+        return self.gather(episode_ids, starts, length)
 
     def trajectories(self, episode_ids, max_len: int | None = None) -> SegmentBatch:
         """Whole episodes from their first step, padded to the longest (or cut at ``max_len``)."""
