@@ -7,7 +7,10 @@ needed only to re-create those actors. Install: pip install -e ".[behaviour]".
 
 Every --snapshot-every steps it saves the actor (seqrl's safetensors layout, see
 seqrl/policies/actor.py) and evaluates it for --eval-episodes episodes with *sampled* actions (the way
-datasets are generated), appending a line to log.jsonl. A CPU core does about 100 SAC updates/s.
+datasets are generated), appending a line to log.jsonl. It also saves the SAC model and its replay buffer
+(atomically), so `--resume` continues a stopped run from its last snapshot; a resumed run is not
+bit-identical to an uninterrupted one (the random generators restart). A CPU core does about 100 SAC
+updates/s.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ def main() -> None:
     parser.add_argument("--eval-episodes", type=int, default=10)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", required=True)
+    parser.add_argument("--resume", action="store_true", help="continue from OUT's last snapshot")
     args = parser.parse_args()
 
     from stable_baselines3 import SAC
@@ -48,7 +52,11 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     env_id = gym_id(args.env)
-    t0 = time.time()
+    log_path = out / "log.jsonl"
+    previous = [json.loads(line) for line in log_path.read_text().splitlines()] if log_path.exists() else []
+    if previous and not args.resume:
+        raise SystemExit(f"error: {out} already holds a run; pass --resume to continue it")
+    t0 = time.time() - (previous[-1]["seconds"] if previous else 0.0)
 
     class Snapshots(BaseCallback):
         def _on_step(self) -> bool:
@@ -60,10 +68,18 @@ def main() -> None:
                 returns = evaluate(actor, env_id, args.eval_episodes, seed=10_000 + step)
                 line = {"step": step, "return_mean": float(np.mean(returns)),
                         "return_std": float(np.std(returns)), "seconds": round(time.time() - t0, 1)}
-                with open(out / "log.jsonl", "a") as f:
+                # Model and buffer first, then the log line: a run stopped in between repeats a snapshot
+                # instead of skipping one.
+                save_atomically(self.model.save, out / "latest_model.zip")
+                save_atomically(self.model.save_replay_buffer, out / "replay_buffer.pkl")
+                with open(log_path, "a") as f:
                     f.write(json.dumps(line) + "\n")
-                self.model.save(out / "latest_model.zip")
             return True
+
+    def save_atomically(save, path: Path) -> None:
+        tmp = path.with_name("tmp_" + path.name)
+        save(tmp)
+        tmp.replace(path)
 
     def evaluate(actor, env_name, episodes, seed):
         env = make_env(env_name)
@@ -81,8 +97,16 @@ def main() -> None:
         return returns
 
     env = make_env(args.env)
-    model = SAC("MlpPolicy", env, seed=args.seed, verbose=0, device="cpu")
-    model.learn(args.steps, callback=Snapshots())
+    if previous:
+        model = SAC.load(out / "latest_model.zip", env=env, device="cpu")
+        model.load_replay_buffer(out / "replay_buffer.pkl")
+        done = previous[-1]["step"]
+        model.num_timesteps = done
+        print(f"resuming {out} at step {done}", flush=True)
+        model.learn(args.steps - done, callback=Snapshots(), reset_num_timesteps=False)
+    else:
+        model = SAC("MlpPolicy", env, seed=args.seed, verbose=0, device="cpu")
+        model.learn(args.steps, callback=Snapshots())
 
 
 if __name__ == "__main__":

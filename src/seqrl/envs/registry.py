@@ -46,6 +46,8 @@ def make_env(env: str, seed: int | None = None, **kwargs):
     import gymnasium as gym
 
     env_id = gym_id(env)
+    if env_id.startswith("seqrl/"):
+        import seqrl.envs.tasks  # noqa: F401  (registers the task environments)
     try:
         instance = gym.make(env_id, **kwargs)
     except gym.error.Error as exc:
@@ -64,6 +66,8 @@ def make_vec_env(env: str, num_envs: int, seed: int | None = None, asynchronous:
     import gymnasium as gym
 
     env_id = gym_id(env)
+    if env_id.startswith("seqrl/"):
+        import seqrl.envs.tasks  # noqa: F401  (registers the task environments)
     fns = [lambda: gym.make(env_id, **kwargs) for _ in range(num_envs)]
     vec = gym.vector.AsyncVectorEnv(fns) if asynchronous else gym.vector.SyncVectorEnv(fns)
     if seed is not None:
