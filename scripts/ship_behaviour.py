@@ -2,6 +2,8 @@
 
     python scripts/ship_behaviour.py --env hopper --run behaviour_runs/hopper --medium-step 80000 \
         [--expert-step 1000000] [--seed 0]
+    python scripts/ship_behaviour.py --family point-robot --run behaviour_runs/point-robot \
+        --medium-step 2000 --expert-step 30000
 
 The random actor is the run's initial actor (re-created from the same seed: stable-baselines3 seeds its
 initialisation, so SAC(seed=s) starts from the same weights as the run did). The replay series is every
@@ -18,7 +20,9 @@ from pathlib import Path
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--env", required=True)
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--env", help="single-task environment (hopper, ...)")
+    which.add_argument("--family", help="meta-RL task family (cheetah-vel, point-robot, ...)")
     parser.add_argument("--run", required=True)
     parser.add_argument("--medium-step", type=int, required=True)
     parser.add_argument("--expert-step", type=int, default=None)
@@ -30,24 +34,33 @@ def main() -> None:
     from seqrl.envs.registry import gym_id, make_env
     from seqrl.policies.actor import save_sb3_actor
 
+    if args.family:
+        from seqrl.envs.tasks import PrivilegedTasks, get_family
+
+        family = get_family(args.family)
+        name, env_id, env = args.family, family.gym_id, PrivilegedTasks(family, seed=args.seed)
+        flag = f"--family {args.family}"
+    else:
+        name, env_id, env = args.env, gym_id(args.env), make_env(args.env)
+        flag = f"--env {args.env}"
     run = Path(args.run)
     log = {row["step"]: row for row in map(json.loads, (run / "log.jsonl").read_text().splitlines())}
-    dest = Path(__file__).resolve().parent.parent / "src" / "seqrl" / "policies" / args.env
+    dest = Path(__file__).resolve().parent.parent / "src" / "seqrl" / "policies" / name
     dest.mkdir(parents=True, exist_ok=True)
     for old in dest.glob("actor_*.safetensors"):
         old.unlink()
-    initial = SAC("MlpPolicy", make_env(args.env), seed=args.seed, device="cpu")
-    save_sb3_actor(initial, dest / "actor_0000000.safetensors", gym_id(args.env), {"train_step": 0})
+    initial = SAC("MlpPolicy", env, seed=args.seed, device="cpu")
+    save_sb3_actor(initial, dest / "actor_0000000.safetensors", env_id, {"train_step": 0})
     replay = ["actor_0000000.safetensors"]
     for step in sorted(s for s in log if s <= args.medium_step):
         name = f"actor_{step:07d}.safetensors"
         shutil.copy2(run / name, dest / name)
         replay.append(name)
     manifest = {
-        "env_id": gym_id(args.env),
+        "env_id": env_id,
         "trainer": "stable-baselines3 SAC, default hyperparameters (256x256, batch 256, lr 3e-4)",
-        "train_command": f"python scripts/train_behaviour.py --env {args.env} --seed {args.seed} "
-                         f"--snapshot-every 20000 --out {args.run}",
+        "train_command": f"python scripts/train_behaviour.py {flag} --seed {args.seed} "
+                         f"--snapshot-every {min(log)} --out {args.run}",
         "random": "actor_0000000.safetensors",
         "medium": f"actor_{args.medium_step:07d}.safetensors",
         "medium_train_step": args.medium_step,

@@ -4,6 +4,10 @@ Not needed to generate datasets (the chosen actors ship inside the package as sm
 needed only to re-create those actors. Install: pip install -e ".[behaviour]".
 
     python scripts/train_behaviour.py --env hopper --steps 1000000 --seed 0 --out behaviour_runs/hopper
+    python scripts/train_behaviour.py --family cheetah-vel --steps 300000 --out behaviour_runs/cheetah-vel
+
+With --family the policy is privileged (meta-RL families, seqrl.envs.tasks.PrivilegedTasks): it sees the
+task vector after the observation, and every episode runs a task drawn from the family's distribution.
 
 Every --snapshot-every steps it saves the actor (seqrl's safetensors layout, see
 seqrl/policies/actor.py) and evaluates it for --eval-episodes episodes with *sampled* actions (the way
@@ -32,7 +36,9 @@ def export_actor(model, path: Path, env_id: str, step: int, extra: dict) -> None
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--env", required=True)
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--env", help="single-task environment (hopper, halfcheetah, walker2d, ant)")
+    which.add_argument("--family", help="meta-RL task family (cheetah-vel, point-robot, ...)")
     parser.add_argument("--steps", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--snapshot-every", type=int, default=20_000)
@@ -51,7 +57,19 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    env_id = gym_id(args.env)
+    if args.family:
+        from seqrl.envs.tasks import PrivilegedTasks, get_family
+
+        family = get_family(args.family)
+        env_id = family.gym_id
+
+        def make(seed):
+            return PrivilegedTasks(family, seed=seed)
+    else:
+        env_id = gym_id(args.env)
+
+        def make(seed):
+            return make_env(args.env)
     log_path = out / "log.jsonl"
     previous = [json.loads(line) for line in log_path.read_text().splitlines()] if log_path.exists() else []
     if previous and not args.resume:
@@ -65,7 +83,7 @@ def main() -> None:
                 path = out / f"actor_{step:07d}.safetensors"
                 export_actor(self.model, path, env_id, step, {"seed": args.seed})
                 actor = load_actor(path)
-                returns = evaluate(actor, env_id, args.eval_episodes, seed=10_000 + step)
+                returns = evaluate(actor, args.eval_episodes, seed=10_000 + step)
                 line = {"step": step, "return_mean": float(np.mean(returns)),
                         "return_std": float(np.std(returns)), "seconds": round(time.time() - t0, 1)}
                 # Model and buffer first, then the log line: a run stopped in between repeats a snapshot
@@ -81,8 +99,8 @@ def main() -> None:
         save(tmp)
         tmp.replace(path)
 
-    def evaluate(actor, env_name, episodes, seed):
-        env = make_env(env_name)
+    def evaluate(actor, episodes, seed):
+        env = make(seed)
         rng = np.random.default_rng(seed)
         returns = []
         for ep in range(episodes):
@@ -96,7 +114,7 @@ def main() -> None:
         env.close()
         return returns
 
-    env = make_env(args.env)
+    env = make(args.seed)
     if previous:
         model = SAC.load(out / "latest_model.zip", env=env, device="cpu")
         model.load_replay_buffer(out / "replay_buffer.pkl")

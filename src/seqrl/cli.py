@@ -46,10 +46,17 @@ def cmd_data_info(args) -> int:
         ("obs_dim / act_dim", f"{info['obs_dim']} / {info['act_dim']}"),
         ("return mean [min, max]", f"{info['return_mean']:.2f} [{info['return_min']:.2f}, "
                                    f"{info['return_max']:.2f}]"),
-        ("normalized return mean", "n/a (environment unknown)" if ref is None else
+        ("normalized return mean", "n/a (no reference returns)" if ref is None else
          f"{info['normalized_return_mean']:.2f} (reference {ref[0]:g} .. {ref[1]:g})"),
         ("next_observations", "yes" if dataset.next_observations is not None else "no"),
     ]
+    if dataset.episode_tasks is not None:
+        import numpy as np
+
+        family = dataset.metadata.get("seqrl_task_family", "?")
+        train = dataset.metadata.get("seqrl_train_tasks", [])
+        rows.append(("tasks", f"{len(np.unique(dataset.episode_tasks))} of family {family} "
+                              f"({len(train)} for training, the rest held out)"))
     if dataset.infos:
         rows.append(("infos", ", ".join(sorted(dataset.infos))))
     width = max(len(k) for k, _ in rows)
@@ -78,7 +85,7 @@ def cmd_data_make(args) -> int:
     from seqrl.data.recipes import make
 
     target = make(args.name, steps=args.steps, seed=args.seed, fmt=args.format, out=args.out,
-                  force=args.force, num_envs=args.num_envs)
+                  force=args.force, num_envs=args.num_envs, progress=not args.no_progress)
     if args.format == "minari":
         print(f"made {args.name} as Minari dataset '{target}'; `seqrl data info {args.name}` summarises it")
     else:
@@ -89,7 +96,9 @@ def cmd_data_make(args) -> int:
 def cmd_data_list(args) -> int:
     from seqrl.data.minari_io import minari_dataset_exists, minari_root
     from seqrl.data.recipes import FULL_STEPS, MEDIUM_REPLAY_STEPS, load_manifest
+    from seqrl.data.meta_recipes import META_DATASET_NAMES, split_meta_name, steps_per_task
     from seqrl.data.sources import DATASET_NAMES, minari_id_for, split_name
+    from seqrl.envs.tasks import FAMILIES
 
     print(f"seqrl datasets (Minari root {minari_root()}):")
     print(f"  {'name':<26} {'Minari id':<34} {'recipe steps':>12}  made")
@@ -103,6 +112,21 @@ def cmd_data_list(args) -> int:
         else:
             try:
                 load_manifest(env)
+                made = "-"
+            except SeqrlError:
+                made = "- (no behaviour policies shipped yet)"
+        print(f"  {name:<26} {dataset_id:<34} {recipe:>12,}  {made}")
+    print("meta-RL (multi-task) datasets, all tasks of the family; see docs/meta.md:")
+    for name in META_DATASET_NAMES:
+        family, _ = split_meta_name(name)
+        dataset_id = minari_id_for(name)
+        recipe = steps_per_task(family) * len(FAMILIES[family].tasks)
+        if minari_dataset_exists(dataset_id):
+            meta = json.loads((minari_root() / dataset_id / "data" / "metadata.json").read_text())
+            made = f"yes, {meta.get('total_steps', '?')} steps"
+        else:
+            try:
+                load_manifest(FAMILIES[family].behaviour_family)
                 made = "-"
             except SeqrlError:
                 made = "- (no behaviour policies shipped yet)"
@@ -163,6 +187,10 @@ def _print_eval(evals: list[dict]) -> None:
                  f", normalised {ev['normalized_score_mean']:.1f} +- {ev['normalized_score_std']:.1f}")
         print(f"eval {target}return {ev['return_mean']:.1f} +- {ev['return_std']:.1f}{score} "
               f"({len(ev['returns'])} episodes, {ev['env_steps']} steps, {ev['seconds']:.1f} s)")
+        if ev.get("per_task"):
+            curve = ", ".join(f"{x:.1f}" for x in ev["curve"])
+            print(f"  {ev['mode']} on {len(ev['per_task'])} held-out tasks; mean return per episode "
+                  f"collected in a task: {curve}")
 
 
 def cmd_eval(args) -> int:
@@ -309,6 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     make.add_argument("--out", default=None, metavar="PATH_OR_ID",
                       help="Minari id or .hdf5 path (default: seqrl/<env>/<kind>-v0 or NAME.hdf5)")
     make.add_argument("--num-envs", type=_positive_int, default=16, help="environment copies run at once")
+    make.add_argument("--no-progress", action="store_true", help="no progress bar")
     make.add_argument("--force", action="store_true", help="make it again, replacing what is there")
     make.set_defaults(func=cmd_data_make)
 

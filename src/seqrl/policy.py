@@ -69,6 +69,7 @@ class Policy:
                 raise ConfigError(f"eval_keep must be between 0 and context_len - 1 = {k - 1}, got {keep}")
             self.keep = keep
         self.num_envs = 0
+        self._context_z = None
 
     @classmethod
     def load(cls, run_dir_or_checkpoint: str | os.PathLike, device="cpu", **overrides) -> "Policy":
@@ -105,6 +106,7 @@ class Policy:
         self._window = 0   # steps in the current context window
         self._t = 0        # episode timestep
         self._prompt = None
+        self._context_z = None
         self._cache = m.generator.new_cache(num_envs, device=dev) if self.is_cmt else \
             m.new_cache(num_envs, device=dev)
 
@@ -120,6 +122,28 @@ class Policy:
             self._cache.select(rows)
             if self.is_cmt and getattr(self, "_prompt", None) is not None:
                 self._prompt = self._prompt[rows]
+            if self._context_z is not None:
+                self._context_z = self._context_z[rows]
+
+    @torch.no_grad()
+    def set_context(self, states, actions, rewards, mask=None) -> None:
+        """CMT: encode context trajectories, one per environment (arrays (N, L, ...) in environment
+        units, ``mask`` (N, L) False on padding), into the prompts of the current episodes. For
+        meta-RL, the context is a trajectory of the same task (Section 4.2). Call after reset()."""
+        if not self.is_cmt:
+            raise ConfigError("only CMT policies take a context trajectory")
+        m, dev = self.model, self.device
+        states = torch.as_tensor(np.asarray(states, np.float32), device=dev)
+        if states.shape[0] != self.num_envs:
+            raise ConfigError(f"set_context got {states.shape[0]} contexts for {self.num_envs} environments")
+        actions = torch.as_tensor(np.asarray(actions, np.float32), device=dev)
+        rewards = torch.as_tensor(np.asarray(rewards, np.float32), device=dev)
+        mask = (torch.ones(states.shape[:2], dtype=torch.bool, device=dev) if mask is None
+                else torch.as_tensor(np.asarray(mask, bool), device=dev))
+        states = torch.where(mask[..., None], (states - self.obs_mean) / self.obs_std, 0.0)
+        actions = torch.where(mask[..., None], actions, 0.0)
+        rewards = torch.where(mask, m.normalize_reward(rewards), 0.0)
+        self._context_z = m.encode(states, actions, rewards, mask)
 
     @torch.no_grad()
     def act(self, obs, reward=0.0) -> np.ndarray:
@@ -182,6 +206,8 @@ class Policy:
         """CMT's prompt through the adaptor, L(z): z is the stored prompt, or with prompt_source
         "history" the encoding of the ``history`` steps before the current one (when there are any)."""
         m = self.model
+        if self._context_z is not None:
+            return m.tuned(self._context_z)
         if self.prompt_source == "history" and history > 0:
             mask = torch.ones(self.num_envs, history, dtype=torch.bool, device=self.device)
             z = m.encode(self._states[:, :history], self._actions[:, :history],

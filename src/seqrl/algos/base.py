@@ -109,6 +109,11 @@ class Algorithm:
         """Entries this algorithm adds to summary.json."""
         return {}
 
+    def evaluate_policy(self, policy, run) -> list[dict] | None:
+        """An evaluation protocol of the algorithm's own (meta-RL: held-out tasks); None: the standard
+        one (``run.eval_episodes`` episodes per target return in ``run.env_id``)."""
+        return None
+
     def state_dict(self) -> dict:
         """Algorithm state beyond the model (the sampler's generator), for resuming."""
         return {"sampler": self.sampler.state_dict()}

@@ -161,7 +161,7 @@ class _CMTBase(Algorithm):
         self.sampler = SegmentSampler(dataset, context_len=config.context_len,
                                       batch_size=config.batch_size, return_scale=1.0,
                                       gamma=config.discount, seed=seed)
-        self.model_kwargs = model_kwargs(config, dataset.obs_dim, dataset.act_dim)
+        self.model_kwargs = self.build_model_kwargs(model_kwargs(config, dataset.obs_dim, dataset.act_dim))
         if dropout is not None:
             self.model_kwargs["dropout"] = dropout
         self.model = CMT(**self.model_kwargs).to(self.device)
@@ -182,9 +182,18 @@ class _CMTBase(Algorithm):
         t["values"] = (t["returns_to_go"] - self.model.value_mean) / self.model.value_std
         return t
 
+    def build_model_kwargs(self, kwargs: dict) -> dict:
+        """Hook for variants (meta-RL CMT adds the [SEP] token)."""
+        return kwargs
+
     def fragments(self, episodes: np.ndarray) -> dict:
         """Encoder fragments of L steps, each placed uniformly where it fits in its episode."""
         return self.to_model_units(self.sampler.fragments(episodes, self.config.fragment_len))
+
+    def prompt_fragments(self, episodes: np.ndarray) -> dict:
+        """The fragments the generator's prompt is encoded from: here the window's own episode (meta-RL
+        CMT draws another episode of the same task)."""
+        return self.fragments(episodes)
 
     def encode(self, frag: dict) -> torch.Tensor:
         return self.model.encode(frag["observations"], frag["actions"], frag["rewards"], frag["mask"])
@@ -297,7 +306,7 @@ class CMTImprovement(_CMTBase):
             group = np.nonzero(positions + 1 == length)[0]
             for chunk in np.array_split(group, max(1, -(-len(group) // cfg.plan_batch))):
                 w = self.to_model_units(self.sampler.gather(episodes[chunk], starts[chunk], int(length)))
-                z = self.encode(self.fragments(episodes[chunk]))
+                z = self.encode(self.prompt_fragments(episodes[chunk]))
                 noise = candidate_noise(len(chunk), cfg.plan_horizon, cfg.plan_candidates, m.act_dim,
                                         device=self.device)
                 actions, _ = beam_search(m, z, w["observations"], w["actions"], w["rewards"],
@@ -319,7 +328,7 @@ class CMTImprovement(_CMTBase):
         episodes, starts, positions = self.windows_ending_at(self.pool[idx])
         w = self.to_model_units(self.sampler.gather(episodes, starts, cfg.context_len))
         with torch.no_grad():
-            z = self.encode(self.fragments(episodes))
+            z = self.encode(self.prompt_fragments(episodes))
         tuned = m.tuned(z)
         out = m.generator(tuned, w["observations"], w["actions"], w["rewards"], w["timesteps"])
         pred = out["action_mean"][torch.arange(len(idx)), torch.as_tensor(positions)]
@@ -375,9 +384,16 @@ def train_cmt(config: CMTConfig, dataset, run, out: Path, resume: bool = False, 
     from seqrl.train.checkpoint import load_checkpoint
     from seqrl.train.trainer import Trainer, atomic_write_text, seed_everything
 
+    representation_cls, improvement_cls, extra = CMTRepresentation, CMTImprovement, {}
+    if dataset.episode_tasks is not None:  # a multi-task dataset: meta-RL CMT on its training tasks
+        from seqrl.algos.cmt_meta import MetaCMTImprovement, MetaCMTRepresentation, training_part
+
+        dataset, family = training_part(dataset)
+        representation_cls, improvement_cls, extra = MetaCMTRepresentation, MetaCMTImprovement, \
+            {"family": family}
     if stage != "improvement":
         seed_everything(run.seed)
-        rep = CMTRepresentation(config, dataset, seed=run.seed, device=run.device)
+        rep = representation_cls(config, dataset, seed=run.seed, device=run.device, **extra)
         rep_summary = Trainer(rep, run, representation_dir(out), resume=resume, progress=progress).fit()
         if stage == "representation":
             return rep_summary
@@ -393,7 +409,8 @@ def train_cmt(config: CMTConfig, dataset, run, out: Path, resume: bool = False, 
         return summary
     pretrained = load_checkpoint(rep_dir, map_location=run.device)["model"]
     seed_everything(run.seed)
-    improve = CMTImprovement(config, dataset, seed=run.seed, device=run.device, pretrained=pretrained)
+    improve = improvement_cls(config, dataset, seed=run.seed, device=run.device, pretrained=pretrained,
+                              **extra)
     improve_run = replace(run, steps=config.improve_steps)
     summary = Trainer(improve, improve_run, out, resume=resume, progress=progress).fit()
     summary.update(prompt_tuning=True, eval_without_prompt_tuning=rep_summary["eval"],

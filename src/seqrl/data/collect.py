@@ -12,11 +12,14 @@ into the preallocated output arrays, so collecting N steps holds about two N-ste
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
 from seqrl.data.trajectories import TrajectoryDataset
+
+if TYPE_CHECKING:
+    import gymnasium as gym
 
 Policy = Callable[[np.ndarray], np.ndarray]  # (num_envs, obs_dim) -> (num_envs, act_dim)
 
@@ -46,19 +49,20 @@ class _Buffers:
 
 
 def collect(env: str, policy: Policy, steps: int, num_envs: int = 8, seed: int = 0,
-            progress: Callable[[int], None] | None = None, name: str | None = None
-            ) -> TrajectoryDataset:
+            progress: Callable[[int], None] | None = None, name: str | None = None,
+            make: Callable[[], "gym.Env"] | None = None) -> TrajectoryDataset:
     """Run ``policy`` for ``steps`` environment steps in ``num_envs`` copies of ``env``.
 
     Copy i is reset first with seed ``seed + i``, later with its own generator. ``progress`` is called
-    with the number of new steps after every batched step.
+    with the number of new steps after every batched step. ``make`` builds one copy when the copies
+    need more than the environment's name (e.g. a meta-RL task's parameters).
     """
     from seqrl.envs.registry import gym_id, make_env
 
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     num_envs = max(1, min(num_envs, steps))
-    envs = [make_env(env) for _ in range(num_envs)]
+    envs = [make() if make is not None else make_env(env) for _ in range(num_envs)]
     obs_dim, act_dim = envs[0].observation_space.shape[0], envs[0].action_space.shape[0]
     horizon = envs[0].spec.max_episode_steps or 1000
     running = [_Buffers(min(horizon, steps), obs_dim, act_dim) for _ in range(num_envs)]

@@ -63,6 +63,7 @@ def load_minari(dataset_id: str, check_finite: bool = True) -> TrajectoryDataset
         obs_rows.append(obs[:-1])
         next_rows.append(obs[1:])
     meta = ds.storage.metadata
+    episode_tasks = meta.get("seqrl_episode_tasks")
     env_spec = meta.get("env_spec")
     env_id = json.loads(env_spec).get("id") if isinstance(env_spec, str) else None
     dataset = TrajectoryDataset(
@@ -77,7 +78,9 @@ def load_minari(dataset_id: str, check_finite: bool = True) -> TrajectoryDataset
         metadata={"source": "minari", "dataset_id": dataset_id,
                   **{k: meta[k] for k in ("ref_min_score", "ref_max_score", "algorithm_name",
                                           "description") if meta.get(k) is not None},
-                  **{k: v for k, v in meta.items() if k.startswith("seqrl_")}})
+                  **{k: v for k, v in meta.items()
+                     if k.startswith("seqrl_") and k != "seqrl_episode_tasks"}},
+        episode_tasks=None if episode_tasks is None else np.asarray(episode_tasks, np.int64))
     if check_finite:
         dataset.check_finite()
     return dataset
@@ -123,6 +126,8 @@ def save_minari(dataset: TrajectoryDataset, dataset_id: str, overwrite: bool = F
         raise DatasetError(f"{dataset.name}: only continuous (float) actions can be exported to Minari")
     env_kwargs = {}
     if dataset.env_id:
+        if dataset.env_id.startswith("seqrl/"):
+            import seqrl.envs.tasks  # noqa: F401  (registers the task environments)
         env_kwargs["env"] = dataset.env_id
         try:  # use the environment's own spaces when they match the data
             spec_env = gym.make(dataset.env_id)
@@ -143,6 +148,9 @@ def save_minari(dataset: TrajectoryDataset, dataset_id: str, overwrite: bool = F
                 code_permalink="n/a", description=description or f"exported by seqrl from {dataset.name}",
                 ref_min_score=dataset.metadata.get("ref_min_score"),
                 ref_max_score=dataset.metadata.get("ref_max_score"), **env_kwargs)
+        extra_metadata = dict(extra_metadata or {})
+        if dataset.episode_tasks is not None:
+            extra_metadata["seqrl_episode_tasks"] = dataset.episode_tasks.tolist()
         if extra_metadata:
             _add_metadata(tmp_root / dataset_id / "data" / "metadata.json", extra_metadata)
         # Namespace metadata files (one per folder level) go in first, then the dataset folder.

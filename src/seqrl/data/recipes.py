@@ -92,7 +92,7 @@ def content_hash(dataset: TrajectoryDataset) -> str:
     """sha256 over the step arrays and offsets: equal hashes mean byte-identical datasets."""
     h = hashlib.sha256()
     for arr in (dataset.observations, dataset.actions, dataset.rewards, dataset.terminations,
-                dataset.truncations, dataset.offsets, dataset.next_observations):
+                dataset.truncations, dataset.offsets, dataset.next_observations, dataset.episode_tasks):
         if arr is not None:
             h.update(np.ascontiguousarray(arr).tobytes())
     return h.hexdigest()
@@ -105,11 +105,15 @@ def generate(name: str, steps: int | None = None, seed: int = 0, num_envs: int =
 
     from seqrl.data.collect import collect
     from seqrl.data.sources import split_name
+    from seqrl.data.meta_recipes import generate_meta, split_meta_name
     from seqrl.envs.scores import D4RL_REFERENCE_RETURNS
     from seqrl.policies.actor import load_actor
 
     if steps is not None and steps < 1:
         raise ConfigError(f"--steps must be positive, got {steps}")
+    if split_meta_name(name):
+        return generate_meta(name, steps=steps, seed=seed, num_envs=num_envs, policy_root=policy_root,
+                             progress=progress)
     env, kind = split_name(name)
     manifest = load_manifest(env, policy_root)
     parts = recipe_parts(env, kind, steps, manifest)
@@ -146,11 +150,15 @@ def make(name: str, steps: int | None = None, seed: int = 0, fmt: str = "minari"
     ``load_source(name)`` looks. Temporary folders left by an interrupted earlier make are removed first.
     """
     from seqrl.data.d4rl import save_d4rl
+    from seqrl.data.meta_recipes import split_meta_name
     from seqrl.data.minari_io import clean_stale_temporaries, minari_dataset_exists, save_minari
     from seqrl.data.sources import minari_id_for
 
     if fmt not in ("minari", "d4rl"):
         raise ConfigError(f"unknown format '{fmt}' (choose minari or d4rl)")
+    if fmt == "d4rl" and split_meta_name(name):
+        raise ConfigError(f"{name} is a multi-task dataset: it is written in Minari format only "
+                          f"(the D4RL layout has no place for episode tasks)")
     if fmt == "minari":
         target = out or minari_id_for(name)
         clean_stale_temporaries()

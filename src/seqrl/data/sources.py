@@ -27,8 +27,11 @@ DATASET_VERSION = 0
 
 
 def minari_id_for(name: str) -> str:
-    """Minari id of a seqrl dataset name: ``hopper-medium`` -> ``seqrl/hopper/medium-v0``."""
-    env, kind = split_name(name)
+    """Minari id of a seqrl dataset name: ``hopper-medium`` -> ``seqrl/hopper/medium-v0``,
+    ``cheetah-vel`` -> ``seqrl/cheetah-vel/mixed-v0``."""
+    from seqrl.data.meta_recipes import split_meta_name
+
+    env, kind = split_meta_name(name) or split_name(name)
     return f"{MINARI_NAMESPACE}/{env}/{kind}-v{DATASET_VERSION}"
 
 
@@ -38,7 +41,7 @@ def split_name(name: str) -> tuple[str, str]:
         raise UnknownNameError(
             f"unknown dataset '{name}': give a path to a .hdf5 file, minari:<dataset id>, or a seqrl "
             f"dataset name ({', '.join(f'{e}-<kind>' for e in ENVIRONMENTS)}; kinds: "
-            f"{', '.join(DATASET_KINDS)})")
+            f"{', '.join(DATASET_KINDS)}; or a meta-RL family such as cheetah-vel, see `seqrl data list`)")
     return env, kind
 
 

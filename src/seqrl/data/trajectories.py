@@ -76,6 +76,8 @@ class TrajectoryDataset:
         infos: optional per-step arrays, each with N rows (e.g. D4RL's ``infos/qpos``).
         env_id: gymnasium environment id the data comes from, when known.
         name: a short label used in messages and summaries.
+        episode_tasks: optional (E,) int64 task id of each episode (multi-task / meta-RL data; the
+            ids index the task family's tasks, see seqrl.envs.tasks).
         metadata: free-form facts about the source (reference scores, generator, hashes, ...).
     """
 
@@ -90,6 +92,7 @@ class TrajectoryDataset:
     env_id: str | None = None
     name: str = "dataset"
     metadata: dict[str, Any] = field(default_factory=dict)
+    episode_tasks: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.rewards = np.asarray(self.rewards).reshape(-1)
@@ -111,6 +114,11 @@ class TrajectoryDataset:
             if (self.offsets[0] != 0 or self.offsets[-1] != self.num_steps
                     or np.any(np.diff(self.offsets) <= 0)):
                 raise DatasetError(f"{self.name}: episode offsets must rise from 0 to {self.num_steps}")
+        if self.episode_tasks is not None:
+            self.episode_tasks = np.asarray(self.episode_tasks, dtype=np.int64).reshape(-1)
+            if len(self.episode_tasks) != self.num_episodes:
+                raise DatasetError(f"{self.name}: episode_tasks has {len(self.episode_tasks)} entries "
+                                   f"for {self.num_episodes} episodes")
         self._cache: dict[Any, Any] = {}
 
     # ------------------------------------------------------------------ checks
@@ -252,7 +260,8 @@ class TrajectoryDataset:
             offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
             next_observations=None if self.next_observations is None else self.next_observations[rows],
             infos={k: v[rows] for k, v in self.infos.items()},
-            env_id=self.env_id, name=name or self.name, metadata=dict(self.metadata))
+            env_id=self.env_id, name=name or self.name, metadata=dict(self.metadata),
+            episode_tasks=None if self.episode_tasks is None else self.episode_tasks[indices])
 
     def slice(self, start: int | None = None, stop: int | None = None) -> "TrajectoryDataset":
         """Episodes ``start:stop`` (Python slice semantics)."""
@@ -284,6 +293,7 @@ class TrajectoryDataset:
                 raise DatasetError(f"cannot concatenate {d.name} (obs {d.obs_dim}, act {d.act_dim}) "
                                    f"with {first.name} (obs {first.obs_dim}, act {first.act_dim})")
         has_next = all(d.next_observations is not None for d in datasets)
+        has_tasks = all(d.episode_tasks is not None for d in datasets)
         info_keys = set.intersection(*(set(d.infos) for d in datasets))
         steps = np.cumsum([0] + [d.num_steps for d in datasets])
         return TrajectoryDataset(
@@ -296,7 +306,8 @@ class TrajectoryDataset:
             next_observations=np.concatenate([d.next_observations for d in datasets]) if has_next else None,
             infos={k: np.concatenate([d.infos[k] for d in datasets]) for k in sorted(info_keys)},
             env_id=first.env_id if all(d.env_id == first.env_id for d in datasets) else None,
-            name=name or "+".join(d.name for d in datasets))
+            name=name or "+".join(d.name for d in datasets),
+            episode_tasks=np.concatenate([d.episode_tasks for d in datasets]) if has_tasks else None)
 
     # ------------------------------------------------------------------ memory
     @property

@@ -35,6 +35,8 @@ from typing import Callable
 
 import numpy as np
 
+import gymnasium as gym
+
 from seqrl.errors import UnknownNameError
 
 EPISODE_STEPS = 200
@@ -50,7 +52,6 @@ def _control_cost(env, action, weight: float) -> float:
 
 def _define_envs():
     """Define the environment classes (needs gymnasium and MuJoCo's gymnasium environments)."""
-    import gymnasium as gym
     from gymnasium.envs.mujoco.ant_v5 import AntEnv
     from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
     from gymnasium.envs.mujoco.hopper_v5 import HopperEnv
@@ -62,7 +63,7 @@ def _define_envs():
         metadata = {"render_modes": []}
 
         def __init__(self, goal=(1.0, 0.0), sparse: bool = False, goal_radius: float = 0.2):
-            self.goal = np.asarray(goal, dtype=np.float64)
+            self.set_task(goal)
             self.sparse, self.goal_radius = sparse, goal_radius
             self.observation_space = gym.spaces.Box(-np.inf, np.inf, (2,), np.float32)
             self.action_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
@@ -82,12 +83,18 @@ def _define_envs():
                 reward = -distance
             return self.position.astype(np.float32), reward, False, False, {"distance": distance}
 
+        def set_task(self, goal) -> None:
+            self.goal = np.asarray(goal, dtype=np.float64)
+
         def task_vector(self) -> np.ndarray:
             return self.goal.astype(np.float32)
 
     class HalfCheetahVel(HalfCheetahEnv):
         def __init__(self, velocity: float = 1.0, **kwargs):
             super().__init__(**kwargs)
+            self.set_task(velocity)
+
+        def set_task(self, velocity: float) -> None:
             self.velocity = float(velocity)
 
         def step(self, action):
@@ -101,6 +108,9 @@ def _define_envs():
     class HalfCheetahDir(HalfCheetahEnv):
         def __init__(self, direction: float = 1.0, **kwargs):
             super().__init__(**kwargs)
+            self.set_task(direction)
+
+        def set_task(self, direction: float) -> None:
             self.direction = float(direction)
 
         def step(self, action):
@@ -115,6 +125,9 @@ def _define_envs():
         def __init__(self, angle: float = 0.0, **kwargs):
             kwargs.setdefault("include_cfrc_ext_in_observation", False)
             super().__init__(**kwargs)
+            self.set_task(angle)
+
+        def set_task(self, angle: float) -> None:
             self.angle = float(angle)
 
         def step(self, action):
@@ -130,18 +143,22 @@ def _define_envs():
         class Params(base):
             """``base`` with its physics scaled: factors are base ** exponent, element by element."""
 
+            fields = ("body_mass", "body_inertia", "dof_damping", "geom_friction")
+
             def __init__(self, mass=None, inertia=None, damping=None, friction=None, **kwargs):
                 super().__init__(**kwargs)
-                m = self.model
+                self.original = {f: getattr(self.model, f).copy() for f in self.fields}
+                self.set_task(mass, inertia, damping, friction)
+
+            def set_task(self, mass=None, inertia=None, damping=None, friction=None) -> None:
                 self.exponents = {}
-                for field, values in (("body_mass", mass), ("body_inertia", inertia),
-                                      ("dof_damping", damping), ("geom_friction", friction)):
-                    shape = getattr(m, field).shape
+                for field, values in zip(self.fields, (mass, inertia, damping, friction)):
+                    shape = self.original[field].shape
                     e = np.zeros(shape) if values is None else np.asarray(values, np.float64)
                     if e.shape != shape:
                         raise ValueError(f"{field} exponents must have shape {shape}, got {e.shape}")
                     base_factor = 1.3 if field == "dof_damping" else 1.5
-                    getattr(m, field)[:] = getattr(m, field) * base_factor ** e
+                    getattr(self.model, field)[:] = self.original[field] * base_factor ** e
                     self.exponents[field] = e
 
             def task_vector(self) -> np.ndarray:
@@ -166,25 +183,45 @@ def env_class(name: str):
     return _CLASSES[name]
 
 
-def _entry(name: str) -> Callable:
-    return lambda **kwargs: env_class(name)(**kwargs)
+# gymnasium entry points (module-level names, so that env specs serialise, e.g. into Minari datasets)
+def point_robot(**kwargs):
+    return env_class("PointRobot")(**kwargs)
 
 
-GYM_IDS = {"PointRobot": ("seqrl/PointRobot-v0", POINT_EPISODE_STEPS),
-           "HalfCheetahVel": ("seqrl/HalfCheetahVel-v0", EPISODE_STEPS),
-           "HalfCheetahDir": ("seqrl/HalfCheetahDir-v0", EPISODE_STEPS),
-           "AntDir": ("seqrl/AntDir-v0", EPISODE_STEPS),
-           "HopperParams": ("seqrl/HopperParams-v0", EPISODE_STEPS),
-           "Walker2dParams": ("seqrl/Walker2dParams-v0", EPISODE_STEPS)}
+def half_cheetah_vel(**kwargs):
+    return env_class("HalfCheetahVel")(**kwargs)
+
+
+def half_cheetah_dir(**kwargs):
+    return env_class("HalfCheetahDir")(**kwargs)
+
+
+def ant_dir(**kwargs):
+    return env_class("AntDir")(**kwargs)
+
+
+def hopper_params(**kwargs):
+    return env_class("HopperParams")(**kwargs)
+
+
+def walker2d_params(**kwargs):
+    return env_class("Walker2dParams")(**kwargs)
+
+
+# class name -> (gymnasium id, time limit, entry point)
+GYM_IDS = {"PointRobot": ("seqrl/PointRobot-v0", POINT_EPISODE_STEPS, "point_robot"),
+           "HalfCheetahVel": ("seqrl/HalfCheetahVel-v0", EPISODE_STEPS, "half_cheetah_vel"),
+           "HalfCheetahDir": ("seqrl/HalfCheetahDir-v0", EPISODE_STEPS, "half_cheetah_dir"),
+           "AntDir": ("seqrl/AntDir-v0", EPISODE_STEPS, "ant_dir"),
+           "HopperParams": ("seqrl/HopperParams-v0", EPISODE_STEPS, "hopper_params"),
+           "Walker2dParams": ("seqrl/Walker2dParams-v0", EPISODE_STEPS, "walker2d_params")}
 
 
 def register_envs() -> None:
     """Register the task environments with gymnasium (idempotent)."""
-    import gymnasium as gym
-
-    for name, (env_id, steps) in GYM_IDS.items():
+    for env_id, steps, entry in GYM_IDS.values():
         if env_id not in gym.registry:
-            gym.register(env_id, entry_point=_entry(name), max_episode_steps=steps)
+            gym.register(env_id, entry_point=f"seqrl.envs.tasks:{entry}", max_episode_steps=steps)
 
 
 # -------------------------------------------------------------------------------------------- families
@@ -192,8 +229,6 @@ def register_envs() -> None:
 
 def _shapes(env: str) -> dict[str, tuple]:
     """Shapes of the physics arrays a params family scales (read from a throwaway instance)."""
-    import gymnasium as gym
-
     m = gym.make(env).unwrapped.model
     return {"mass": m.body_mass.shape, "inertia": m.body_inertia.shape, "damping": m.dof_damping.shape,
             "friction": m.geom_friction.shape}
@@ -229,6 +264,7 @@ class TaskFamily:
     fixed_kwargs: tuple = ()       # extra keyword arguments for every task (e.g. sparse rewards)
     shared_tasks: bool = False
     description: str = ""
+    behaviour: str | None = None   # the family whose behaviour policies this one uses (default: its own)
 
     @property
     def gym_id(self) -> str:
@@ -260,14 +296,22 @@ class TaskFamily:
 
     def make(self, task_id: int, seed: int | None = None, **kwargs):
         """The gymnasium environment of task ``task_id`` (with its time limit)."""
-        import gymnasium as gym
-
         register_envs()
         env = gym.make(self.gym_id, **self.kwargs(task_id), **kwargs)
         if seed is not None:
             env.reset(seed=seed)
             env.action_space.seed(seed)
         return env
+
+    @property
+    def behaviour_family(self) -> str:
+        return self.behaviour or self.name
+
+    def behaviour_tasks(self, count: int = 1000) -> list[dict]:
+        """Tasks for training the behaviour policy: drawn from the family's distribution with another
+        seed than the split's (the two-task families give their two tasks)."""
+        return [{**dict(self.fixed_kwargs), **t}
+                for t in self.sample(np.random.default_rng(self.seed + 10_000), count)]
 
     def task_vector(self, task_id: int) -> np.ndarray:
         """The task parameter as a vector (what privileged behaviour policies and oracle DT see)."""
@@ -282,7 +326,7 @@ FAMILIES: dict[str, TaskFamily] = {f.name: f for f in [
     TaskFamily("point-robot", "PointRobot", 40, 10, _half_circle_goals, seed=101,
                description="2-D point, goals on the unit half-circle, dense reward"),
     TaskFamily("point-robot-sparse", "PointRobot", 40, 10, _half_circle_goals, seed=101,
-               fixed_kwargs=(("sparse", True),),
+               fixed_kwargs=(("sparse", True),), behaviour="point-robot",
                description="point-robot's goals, reward only within 0.2 of the goal"),
     TaskFamily("cheetah-vel", "HalfCheetahVel", 35, 5,
                lambda rng, n: [{"velocity": float(v)} for v in rng.uniform(0.0, 3.0, size=n)], seed=102,
@@ -301,6 +345,37 @@ FAMILIES: dict[str, TaskFamily] = {f.name: f for f in [
     TaskFamily("walker-params", "Walker2dParams", 30, 10, _params_sampler("Walker2d-v5"), seed=107,
                description="Walker2d, random body masses, inertias, damping and friction"),
 ]}
+
+
+class PrivilegedTasks(gym.Wrapper):
+    """For training a family's behaviour policy: every reset switches to a task drawn from
+    ``family.behaviour_tasks()``, and the observation is the environment's with the task vector
+    appended (the policy is privileged: it sees the task)."""
+
+    def __init__(self, family: TaskFamily, seed: int = 0):
+        super().__init__(family.make(0))
+        self.tasks = family.behaviour_tasks()
+        self.rng = np.random.default_rng(seed)
+        inner = self.env.observation_space
+        extra = len(self.env.unwrapped.task_vector())
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (inner.shape[0] + extra,), np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        if seed is not None:
+            self.rng = np.random.default_rng(seed)
+        task = dict(self.tasks[self.rng.integers(len(self.tasks))])
+        for key in ("sparse", "goal_radius"):
+            task.pop(key, None)
+        self.env.unwrapped.set_task(**task)
+        obs, info = self.env.reset(seed=seed, options=options)
+        return self.observation(obs), info
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        return self.observation(obs), reward, terminated, truncated, info
+
+    def observation(self, obs):
+        return np.concatenate([obs, self.env.unwrapped.task_vector()]).astype(np.float32)
 
 
 def get_family(name: str) -> TaskFamily:

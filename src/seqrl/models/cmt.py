@@ -16,6 +16,10 @@ Three parts:
     Heads are deterministic (trained with MSE) or Gaussian (mean and log-std, trained by negative
     log-likelihood), as Eq. 2 allows; the planner samples candidate actions from either.
 
+For offline meta-RL (Section 4.2, Fig. 2) the prompt is a *task* prompt encoded from a context
+trajectory of the same task, and a learned [SEP] token (``sep_token=True``) separates it from the
+history: the generator reads [z_1 .. z_P, SEP, s_0, a_0, r_0, ...].
+
 ``CMT`` holds all three plus the statistics that turn the generator's normalised rewards and values
 back into environment units, and ``stored_prompt``: the prompt acting uses when it does not read the
 episode's own history (see seqrl.algos.cmt).
@@ -110,16 +114,20 @@ def head_loss(mean, log_std, target, mask) -> torch.Tensor:
 
 
 class Generator(nn.Module):
-    """A_g: causal GPT over [prompt (P tokens), s_0, a_0, r_0, s_1, a_1, r_1, ...]."""
+    """A_g: causal GPT over [prompt (P tokens), (SEP), s_0, a_0, r_0, s_1, a_1, r_1, ...]."""
 
     TOKENS_PER_STEP = 3
 
     def __init__(self, obs_dim: int, act_dim: int, context_len: int = 20, prompt_len: int = 4,
                  embed_dim: int = 128, num_layers: int = 3, num_heads: int = 1, dropout: float = 0.1,
-                 max_timestep: int = 1000, stochastic: bool = False, activation: str = "relu"):
+                 max_timestep: int = 1000, stochastic: bool = False, activation: str = "relu",
+                 sep_token: bool = False):
         super().__init__()
         self.obs_dim, self.act_dim, self.context_len = obs_dim, act_dim, context_len
         self.prompt_len, self.max_timestep = prompt_len, max_timestep
+        # the learnable [SEP] between a task prompt and the history (meta-RL, Section 4.2)
+        self.sep = nn.Parameter(torch.randn(embed_dim) * 0.02) if sep_token else None
+        self.prefix_len = prompt_len + int(sep_token)
         self.embed_state = nn.Linear(obs_dim, embed_dim)
         self.embed_action = nn.Linear(act_dim, embed_dim)
         self.embed_reward = nn.Linear(1, embed_dim)
@@ -138,9 +146,12 @@ class Generator(nn.Module):
 
     # ------------------------------------------------------------------------------ tokens
     def embed_prompt(self, prompt: torch.Tensor) -> torch.Tensor:
-        """(B, P, H) prompt vectors -> prompt tokens."""
+        """(B, P, H) prompt vectors -> the prefix tokens (B, P, H), or (B, P + 1, H) with [SEP]."""
         slots = self.embed_prompt_slot(torch.arange(prompt.shape[1], device=prompt.device))
-        return self.embed_ln(prompt + slots)
+        tokens = self.embed_ln(prompt + slots)
+        if self.sep is None:
+            return tokens
+        return torch.cat([tokens, self.embed_ln(self.sep).to(tokens.dtype).expand(len(tokens), 1, -1)], 1)
 
     def embed_token(self, kind: str, value: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         """One token per row: kind 'state' (B, obs_dim), 'action' (B, act_dim) or 'reward' (B,)."""
@@ -178,9 +189,9 @@ class Generator(nn.Module):
         """All predictions for a window of T steps behind the prompt (B, P, H). Keys: action_mean,
         action_log_std, value (B, T), reward_mean, reward_log_std (B, T), next_state_mean,
         next_state_log_std (B, T, obs_dim); log-stds are None for deterministic heads."""
-        p = prompt.shape[1]
-        tokens = torch.cat([self.embed_prompt(prompt),
-                            self.embed_steps(states, actions, rewards, timesteps)], dim=1)
+        prefix = self.embed_prompt(prompt)
+        p = prefix.shape[1]
+        tokens = torch.cat([prefix, self.embed_steps(states, actions, rewards, timesteps)], dim=1)
         h = self.gpt(tokens)[:, p:]
         out = {}
         out["action_mean"], out["action_log_std"], out["value"] = self.read_state(h[:, 0::3])
@@ -191,7 +202,7 @@ class Generator(nn.Module):
     # ------------------------------------------------------------------------------ decoding
     def new_cache(self, batch_size: int, extra_steps: int = 0, device=None) -> KVCache:
         """A cache for the prompt and a K-step window, plus ``extra_steps`` more steps."""
-        max_len = self.prompt_len + 3 * (self.context_len + extra_steps)
+        max_len = self.prefix_len + 3 * (self.context_len + extra_steps)
         return self.gpt.new_cache(batch_size, max_len, device=device)
 
     def decode(self, cache: KVCache, prompt, states, actions, rewards, timesteps):
@@ -220,7 +231,7 @@ class CMT(nn.Module):
                  prompt_len: int = 4, embed_dim: int = 128, num_layers: int = 3, num_heads: int = 1,
                  encoder_layers: int = 2, encoder_heads: int = 1, dropout: float = 0.1,
                  max_timestep: int = 1000, stochastic: bool = False, activation: str = "relu",
-                 adaptor_hidden: int = 256):
+                 adaptor_hidden: int = 256, sep_token: bool = False):
         super().__init__()
         self.obs_dim, self.act_dim, self.context_len = obs_dim, act_dim, context_len
         self.fragment_len, self.prompt_len, self.embed_dim = fragment_len, prompt_len, embed_dim
@@ -229,7 +240,7 @@ class CMT(nn.Module):
                                          dropout, prompt_len, max(fragment_len, context_len), activation)
         self.adaptor = Adaptor(embed_dim, adaptor_hidden)
         self.generator = Generator(obs_dim, act_dim, context_len, prompt_len, embed_dim, num_layers,
-                                   num_heads, dropout, max_timestep, stochastic, activation)
+                                   num_heads, dropout, max_timestep, stochastic, activation, sep_token)
         # rewards and values are predicted normalised; these map them back (set from the dataset)
         for name, value in (("reward_mean", 0.0), ("reward_std", 1.0), ("value_mean", 0.0),
                             ("value_std", 1.0)):

@@ -33,7 +33,12 @@ def train(algo: str, dataset: str, env: str | None = None, steps: int = 100_000,
     from seqrl.train.trainer import RunConfig, Trainer, seed_everything
 
     algo_cls = get_algorithm(algo)
-    config = apply_overrides(algo_cls.Config(), list(overrides))
+    if algo == "cmt":  # check --set before any data is loaded or made (meta-RL CMT's keys included)
+        from seqrl.algos.cmt_meta import MetaCMTConfig
+
+        apply_overrides(MetaCMTConfig(), list(overrides))
+    else:
+        apply_overrides(algo_cls.Config(), list(overrides))
     if (stage is not None or from_dir is not None) and algo != "cmt":
         raise ConfigError("--stage and --from are for cmt, which trains in two stages")
     if stage not in (None, "representation", "improvement"):
@@ -41,6 +46,14 @@ def train(algo: str, dataset: str, env: str | None = None, steps: int = 100_000,
     if steps < 1:
         raise ConfigError(f"--steps must be positive, got {steps}")
     data = load_source(dataset, env=env, make_missing=True)  # the loaders reject NaN/inf
+    config_cls = algo_cls.Config
+    if data.episode_tasks is not None:
+        if algo != "cmt":
+            raise ConfigError(f"'{dataset}' is a multi-task (meta-RL) dataset: train cmt on it")
+        from seqrl.algos.cmt_meta import MetaCMTConfig
+
+        config_cls = MetaCMTConfig
+    config = apply_overrides(config_cls(), list(overrides))
     env_id = data.env_id
     if env_id is not None:
         check_spaces(env_id, data.obs_dim, data.act_dim, "dataset")

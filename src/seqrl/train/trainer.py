@@ -180,6 +180,9 @@ class Trainer:
         self.algo.prepare_policy()
         policy = Policy(self.model, self.policy_spec(), self.run.device)
         try:
+            own = self.algo.evaluate_policy(policy, self.run)
+            if own is not None:
+                return own
             ref = self.run.reference_returns
             return evaluate_targets(policy, self.run.env_id, self.run.eval_episodes, self.targets,
                                     seed=self.run.seed + 1_000_000, reference=tuple(ref) if ref else None)

@@ -1,0 +1,141 @@
+"""CMT for offline meta-RL (seeds/000, Section 4.2, Fig. 2): task prompts from context trajectories.
+
+The data are a task family's multi-task dataset (seqrl.data.meta_recipes); only the training tasks'
+episodes are used, for the batches and for every normalisation statistic (held-out tasks are for
+evaluation). What changes from single-task CMT (seqrl.algos.cmt):
+
+* Context. The generator's prompt z = A_e(c) encodes a *context trajectory* c: a fragment of a random
+  episode of the same task as the window (possibly the window's own episode). A learned [SEP] token
+  separates the prompt from the history: the generator reads [z_1 .. z_P, SEP, s_0, a_0, r_0, ...].
+* Two InfoNCE losses (Eq. 3 at two levels). Task level: the context's prompt and the prompt of a
+  fragment of the window's episode are positives; rows of other tasks are the negatives (rows of the
+  same task are not counted as negatives). Trajectory level, as in single-task CMT: two fragments of one
+  episode are positives, other episodes the negatives. L = L1 + gamma_task L2_task + gamma L2_traj.
+* Improvement stage: as single-task CMT, with the planner and the adaptor reading the same task's
+  context prompts.
+
+Acting takes its context from the evaluation protocol (seqrl.eval.meta): zero-shot, the agent's own
+earlier episodes in the task (the first episode reads its own history as it goes); few-shot, a
+trajectory of the task from an offline dataset.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from seqrl.algos.cmt import CMTConfig, CMTImprovement, CMTRepresentation
+from seqrl.errors import DatasetError
+from seqrl.models.cmt import head_loss, info_nce
+
+
+@dataclass
+class MetaCMTConfig(CMTConfig):
+    task_contrastive_coef: float = 0.1
+    """gamma_task: weight of the task-level InfoNCE loss"""
+    prompt_source: str = "history"
+    """without a context yet (zero-shot, first episode), the episode's own recent steps"""
+
+
+def training_part(dataset):
+    """The training tasks' episodes of a multi-task dataset (a new dataset)."""
+    from seqrl.envs.tasks import get_family
+
+    if dataset.episode_tasks is None or "seqrl_task_family" not in dataset.metadata:
+        raise DatasetError(f"{dataset.name} is not a multi-task dataset (no episode tasks); meta-RL "
+                           f"needs one such as `seqrl data make point-robot`")
+    family = get_family(dataset.metadata["seqrl_task_family"])
+    keep = np.isin(dataset.episode_tasks, family.train_ids)
+    part = dataset.filter(keep)
+    part.name = f"{dataset.name}[train tasks]"
+    return part, family
+
+
+class _TaskContext:
+    """Context fragments from the same task, and the meta parts of the policy spec."""
+
+    def _index_tasks(self) -> None:
+        tasks = self.dataset.episode_tasks
+        self.task_ids = np.unique(tasks)
+        order = np.argsort(tasks, kind="stable")
+        self.episodes_by_task = order                                  # episodes grouped by task
+        self.task_start = np.searchsorted(tasks[order], self.task_ids)
+        self.task_count = np.diff(np.append(self.task_start, len(order)))
+        self.task_slot = {int(t): i for i, t in enumerate(self.task_ids)}
+
+    def same_task_episodes(self, episodes: np.ndarray) -> np.ndarray:
+        """A uniformly drawn episode of the same task for each of ``episodes``."""
+        slot = np.array([self.task_slot[int(t)] for t in self.dataset.episode_tasks[episodes]])
+        pick = (self.sampler.rng.random(len(episodes)) * self.task_count[slot]).astype(np.int64)
+        return self.episodes_by_task[self.task_start[slot] + pick]
+
+    def prompt_fragments(self, episodes: np.ndarray) -> dict:
+        return self.fragments(self.same_task_episodes(episodes))
+
+    def evaluate_policy(self, policy, run) -> list[dict]:
+        """Zero-shot on the held-out tasks, ``run.eval_episodes`` consecutive episodes per task."""
+        from seqrl.eval.meta import evaluate_meta
+
+        return [evaluate_meta(policy, self.family, self.family.test_ids, rounds=run.eval_episodes,
+                              mode="zero-shot", fragment_len=self.config.fragment_len,
+                              seed=run.seed + 1_000_000)]
+
+    def policy_spec(self) -> dict:
+        spec = super().policy_spec()
+        spec["meta"] = {"family": self.family.name, "train_tasks": self.family.train_ids,
+                        "test_tasks": self.family.test_ids}
+        return spec
+
+
+class MetaCMTRepresentation(_TaskContext, CMTRepresentation):
+    metric_names = ("action_loss", "reward_loss", "state_loss", "value_loss", "infonce",
+                    "task_infonce")
+
+    def __init__(self, config: MetaCMTConfig, dataset, family, seed: int = 0, device="cpu"):
+        self.family = family
+        super().__init__(config, dataset, seed, device)
+        self._index_tasks()
+
+    def build_model_kwargs(self, kwargs: dict) -> dict:
+        return {**kwargs, "sep_token": True}
+
+    def loss(self):
+        cfg, m = self.config, self.model
+        window = self.sampler.sample()
+        episodes = window.episode_ids
+        w = self.to_model_units(window)
+        z_context = self.encode(self.prompt_fragments(episodes))
+        z1 = self.encode(self.fragments(episodes))
+        z2 = self.encode(self.fragments(episodes))
+        out = m.generator(m.tuned(z_context), w["observations"], w["actions"], w["rewards"],
+                          w["timesteps"])
+        mask = w["mask"]
+        action_loss = head_loss(out["action_mean"], out["action_log_std"], w["actions"], mask)
+        reward_loss = head_loss(out["reward_mean"], out["reward_log_std"], w["rewards"], mask)
+        has_next = mask[:, 1:]
+        state_loss = head_loss(out["next_state_mean"][:, :-1],
+                               None if out["next_state_log_std"] is None else out["next_state_log_std"][:, :-1],
+                               w["observations"][:, 1:], has_next)
+        value_loss = ((out["value"] - w["values"]) ** 2)[mask].mean()
+        tasks = torch.as_tensor(self.dataset.episode_tasks[episodes], device=self.device)
+        task_nce = info_nce(z_context, z1, cfg.temperature, groups=tasks)
+        nce = info_nce(z1, z2, cfg.temperature, groups=torch.as_tensor(episodes, device=self.device))
+        loss = (action_loss + cfg.reward_coef * reward_loss + cfg.state_coef * state_loss
+                + cfg.value_coef * value_loss + cfg.contrastive_coef * nce
+                + cfg.task_contrastive_coef * task_nce)
+        return loss, {"action_loss": action_loss.detach(), "reward_loss": reward_loss.detach(),
+                      "state_loss": state_loss.detach(), "value_loss": value_loss.detach(),
+                      "infonce": nce.detach(), "task_infonce": task_nce.detach()}
+
+
+class MetaCMTImprovement(_TaskContext, CMTImprovement):
+    def __init__(self, config: MetaCMTConfig, dataset, family, seed: int = 0, device="cpu",
+                 pretrained: dict | None = None):
+        self.family = family
+        super().__init__(config, dataset, seed, device, pretrained=pretrained)
+        self._index_tasks()
+
+    def build_model_kwargs(self, kwargs: dict) -> dict:
+        return {**kwargs, "sep_token": True}

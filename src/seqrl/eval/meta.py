@@ -1,0 +1,123 @@
+"""Meta-test for offline meta-RL: held-out tasks, context from the agent's own experience or offline data.
+
+One environment per task, all tasks at once (one batched forward per step), for ``rounds`` consecutive
+episodes per task:
+
+* zero-shot (the CMT paper's setting, Section 4.2): the agent starts with an empty context buffer in
+  each task. In the first episode the prompt comes from the episode's own history as it grows; before
+  each later episode a context fragment (``fragment_len`` steps) is drawn uniformly from the task's
+  buffer of earlier episodes. The returns per round are the adaptation curve.
+* few-shot: before every episode a context fragment is drawn from the task's episodes in an offline
+  dataset (e.g. the family's -medium or -expert data, the paper's Q4).
+* none: no context at all (the policy's own fallback: history or stored prompt); what a plain
+  multi-task policy does.
+
+Episode seeds are ``seed + 1000 * round + task position``, the same for every policy evaluated.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+MODES = ("zero-shot", "few-shot", "none")
+
+
+def _fragment(rng, states, actions, rewards, length):
+    """A uniformly placed window of ``length`` steps of one episode (shorter episodes: all of it),
+    padded to ``length``; returns arrays and the mask."""
+    n = len(states)
+    start = int(rng.integers(0, max(n - length, 0) + 1))
+    stop = min(start + length, n)
+    pad = length - (stop - start)
+
+    def padded(a):
+        a = np.asarray(a[start:stop], np.float32)
+        return np.concatenate([a, np.zeros((pad,) + a.shape[1:], np.float32)]) if pad else a
+
+    mask = np.arange(length) < stop - start
+    return padded(states), padded(actions), padded(rewards), mask
+
+
+def evaluate_meta(policy, family, task_ids, rounds: int = 3, mode: str = "zero-shot",
+                  context_dataset=None, fragment_len: int = 20, seed: int = 0,
+                  target_return: float | None = None) -> dict:
+    """Run ``rounds`` episodes in each task of ``task_ids`` and summarise.
+
+    Returns return_mean / return_std over all episodes, ``per_task`` (task id, parameters, returns per
+    round, mean), ``curve`` (mean return over tasks per round), episode lengths, env steps and seconds.
+    """
+    import gymnasium as gym
+
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got '{mode}'")
+    if mode == "few-shot" and context_dataset is None:
+        raise ValueError("few-shot evaluation needs a context dataset")
+    start = time.perf_counter()
+    task_ids = list(task_ids)
+    n = len(task_ids)
+    rng = np.random.default_rng(seed)
+    vec = gym.vector.SyncVectorEnv([lambda t=t: family.make(t) for t in task_ids])
+    offline = {}
+    if mode == "few-shot":
+        for pos, t in enumerate(task_ids):
+            episodes = np.flatnonzero(context_dataset.episode_tasks == t)
+            if len(episodes) == 0:
+                raise ValueError(f"the context dataset has no episode of task {t}")
+            offline[pos] = [context_dataset.episode(int(e)) for e in episodes]
+    buffers = [[] for _ in range(n)]          # zero-shot: each task's earlier episodes
+    returns = np.zeros((n, rounds))
+    lengths = np.zeros((n, rounds), dtype=np.int64)
+    act_dim = vec.single_action_space.shape[0]
+    try:
+        for r in range(rounds):
+            obs, _ = vec.reset(seed=[seed + 1000 * r + pos for pos in range(n)])
+            policy.reset(target_return=target_return, num_envs=n)
+            sources = offline if mode == "few-shot" else ({p: b for p, b in enumerate(buffers)}
+                                                          if mode == "zero-shot" and r > 0 else None)
+            if sources:
+                picks = [sources[pos][int(rng.integers(len(sources[pos])))] for pos in range(n)]
+                frags = [_fragment(rng, p["observations"], p["actions"], p["rewards"], fragment_len)
+                         for p in picks]
+                policy.set_context(*(np.stack([f[i] for f in frags]) for i in range(4)))
+            record = [{"observations": [], "actions": [], "rewards": []} for _ in range(n)]
+            running = np.arange(n)
+            reward = np.zeros(n, dtype=np.float32)
+            while running.size:
+                actions = np.zeros((n, act_dim), dtype=np.float32)
+                actions[running] = policy.act(obs[running], reward[running])
+                for pos in running:
+                    record[pos]["observations"].append(obs[pos].copy())
+                    record[pos]["actions"].append(actions[pos].copy())
+                obs, reward, terminated, truncated, _ = vec.step(actions)
+                reward = reward.astype(np.float32)
+                for pos in running:
+                    record[pos]["rewards"].append(float(reward[pos]))
+                returns[running, r] += reward[running]
+                lengths[running, r] += 1
+                still = ~(terminated | truncated)[running]
+                if not still.all():
+                    running = running[still]
+                    if running.size:
+                        policy.select(still)
+            for pos in range(n):
+                buffers[pos].append({k: np.asarray(v, np.float32) for k, v in record[pos].items()})
+    finally:
+        vec.close()
+    return {
+        "mode": mode,
+        "target_return": target_return,
+        "return_mean": float(returns.mean()),
+        "return_std": float(returns.std()),
+        "normalized_score_mean": None,
+        "normalized_score_std": None,
+        "per_task": [{"task": int(t), "params": family.kwargs(t) if len(str(family.kwargs(t))) < 200
+                      else "see the task family", "returns": [float(x) for x in returns[pos]],
+                      "return_mean": float(returns[pos].mean())} for pos, t in enumerate(task_ids)],
+        "curve": [float(x) for x in returns.mean(axis=0)],
+        "returns": [float(x) for x in returns.ravel()],
+        "episode_lengths": [int(x) for x in lengths.ravel()],
+        "env_steps": int(lengths.sum()),
+        "seconds": time.perf_counter() - start,
+    }

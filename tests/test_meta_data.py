@@ -1,0 +1,77 @@
+"""Multi-task (meta-RL) datasets: every task covered, episodes labelled with the task they ran on,
+deterministic, and round-tripped through Minari."""
+
+import json
+
+import minari
+import numpy as np
+import pytest
+
+from seqrl.cli import main
+from seqrl.data.meta_recipes import META_DATASET_NAMES, split_meta_name
+from seqrl.data.recipes import generate, make
+from seqrl.data.sources import load_source, minari_id_for
+from seqrl.envs.tasks import get_family
+from seqrl.errors import ConfigError
+from seqrl.policies.actor import save_actor
+from tests.test_recipes import random_actor
+
+
+@pytest.fixture
+def point_policies(tmp_path, monkeypatch):
+    """Privileged point-robot actors (observation 2 + task vector 2)."""
+    root = tmp_path / "policies"
+    (root / "point-robot").mkdir(parents=True)
+    names = [f"actor_{i}.safetensors" for i in range(3)]
+    for i, name in enumerate(names):
+        save_actor(random_actor(4, 2, i, scale=1.0), root / "point-robot" / name)
+    (root / "point-robot" / "manifest.json").write_text(json.dumps(
+        {"env_id": "seqrl/PointRobot-v0", "random": names[0], "medium": names[1], "expert": names[2],
+         "replay": names[:2]}))
+    monkeypatch.setenv("SEQRL_POLICY_ROOT", str(root))
+    return root
+
+
+def test_names():
+    assert split_meta_name("cheetah-vel") == ("cheetah-vel", "mixed")
+    assert split_meta_name("point-robot-sparse-expert") == ("point-robot-sparse", "expert")
+    assert split_meta_name("hopper-medium") is None and split_meta_name("cheetah-vel-replay") is None
+    assert minari_id_for("ant-dir-medium") == "seqrl/ant-dir/medium-v0"
+    assert all(split_meta_name(n) for n in META_DATASET_NAMES)
+
+
+def test_every_task_covered_and_episodes_labelled_by_their_task(point_policies):
+    family = get_family("point-robot")
+    data = generate("point-robot", steps=50 * 60, seed=3, progress=False)  # 3 episodes per task
+    assert data.obs_dim == 2                                    # the task stays hidden
+    assert set(data.episode_tasks) == set(range(50))            # training and held-out tasks
+    assert np.all(data.episode_lengths == 20)
+    for e in range(0, data.num_episodes, 7):                    # each reward fits its labelled goal
+        ep, goal = data.episode(e), np.asarray(family.kwargs(int(data.episode_tasks[e]))["goal"])
+        expected = -np.linalg.norm(ep["next_observations"] - goal, axis=1)
+        np.testing.assert_allclose(ep["rewards"], expected, atol=1e-5)
+    meta = data.metadata
+    assert meta["seqrl_train_tasks"] == family.train_ids and meta["seqrl_test_tasks"] == family.test_ids
+    again = generate("point-robot", steps=50 * 60, seed=3, progress=False)
+    assert again.metadata["seqrl_content_sha256"] == meta["seqrl_content_sha256"]
+    other = generate("point-robot", steps=50 * 60, seed=4, progress=False)
+    assert other.metadata["seqrl_content_sha256"] != meta["seqrl_content_sha256"]
+
+
+def test_sparse_family_uses_the_dense_familys_policies(point_policies):
+    data = generate("point-robot-sparse-expert", steps=50 * 20, progress=False)
+    assert data.num_steps == 1000 and np.all(data.rewards >= 0)
+
+
+def test_make_writes_minari_with_tasks(point_policies, capsys):
+    assert main(["data", "make", "point-robot-medium", "--steps", "2000", "--no-progress"]) == 0
+    loaded = load_source("point-robot-medium")
+    assert len(loaded.episode_tasks) == loaded.num_episodes == 100
+    assert loaded.metadata["seqrl_task_family"] == "point-robot"
+    assert "seqrl_episode_tasks" not in loaded.metadata
+    ds = minari.load_dataset("seqrl/point-robot/medium-v0")
+    assert ds.total_steps == 2000
+    with pytest.raises(ConfigError):
+        make("point-robot", steps=100, fmt="d4rl")
+    assert main(["data", "make", "cheetah-vel", "--steps", "10"]) != 0
+    assert "error:" in capsys.readouterr().err
