@@ -43,3 +43,23 @@ def make_dataset(lengths, obs_dim=3, act_dim=2, seed=0, ends=None, next_obs=True
         terminations=term, truncations=trunc,
         next_observations=next_observations if next_obs else None,
         name="test")
+
+
+@pytest.fixture
+def point_policies(tmp_path, monkeypatch):
+    """Privileged point-robot behaviour actors (observation 2 + task vector 2), random weights."""
+    import json
+
+    from seqrl.policies.actor import save_actor
+    from tests.test_recipes import random_actor
+
+    root = tmp_path / "policies"
+    (root / "point-robot").mkdir(parents=True)
+    names = [f"actor_{i}.safetensors" for i in range(3)]
+    for i, name in enumerate(names):
+        save_actor(random_actor(4, 2, i, scale=1.0), root / "point-robot" / name)
+    (root / "point-robot" / "manifest.json").write_text(json.dumps(
+        {"env_id": "seqrl/PointRobot-v0", "random": names[0], "medium": names[1], "expert": names[2],
+         "replay": names[:2]}))
+    monkeypatch.setenv("SEQRL_POLICY_ROOT", str(root))
+    return root

@@ -13,14 +13,13 @@ from seqrl.data.recipes import generate
 from seqrl.envs.tasks import get_family
 from seqrl.eval.meta import evaluate_meta
 from seqrl.models.cmt import CMT
-from tests.test_meta_data import point_policies  # noqa: F401  (fixture)
 
 TINY = dict(context_len=5, fragment_len=5, prompt_len=2, embed_dim=16, num_layers=1, encoder_layers=1,
             batch_size=8, warmup_steps=2)
 
 
 @pytest.fixture
-def point_data(point_policies):  # noqa: F811
+def point_data(point_policies):
     return generate("point-robot", steps=50 * 60, seed=0, progress=False)
 
 
@@ -120,7 +119,7 @@ def test_zero_shot_context_comes_from_the_tasks_own_earlier_episodes():
     assert len(result["curve"]) == 3 and result["env_steps"] == 3 * 3 * 20
 
 
-def test_tiny_meta_run_end_to_end(point_policies, tmp_path, capsys):  # noqa: F811
+def test_tiny_meta_run_end_to_end(point_policies, tmp_path, capsys):
     assert main(["data", "make", "point-robot", "--steps", "3000", "--no-progress"]) == 0
     assert main(["data", "make", "point-robot-expert", "--steps", "1000", "--no-progress"]) == 0
     out = tmp_path / "run"

@@ -1,8 +1,6 @@
 """Multi-task (meta-RL) datasets: every task covered, episodes labelled with the task they ran on,
 deterministic, and round-tripped through Minari."""
 
-import json
-
 import minari
 import numpy as np
 import pytest
@@ -13,23 +11,6 @@ from seqrl.data.recipes import generate, make
 from seqrl.data.sources import load_source, minari_id_for
 from seqrl.envs.tasks import get_family
 from seqrl.errors import ConfigError
-from seqrl.policies.actor import save_actor
-from tests.test_recipes import random_actor
-
-
-@pytest.fixture
-def point_policies(tmp_path, monkeypatch):
-    """Privileged point-robot actors (observation 2 + task vector 2)."""
-    root = tmp_path / "policies"
-    (root / "point-robot").mkdir(parents=True)
-    names = [f"actor_{i}.safetensors" for i in range(3)]
-    for i, name in enumerate(names):
-        save_actor(random_actor(4, 2, i, scale=1.0), root / "point-robot" / name)
-    (root / "point-robot" / "manifest.json").write_text(json.dumps(
-        {"env_id": "seqrl/PointRobot-v0", "random": names[0], "medium": names[1], "expert": names[2],
-         "replay": names[:2]}))
-    monkeypatch.setenv("SEQRL_POLICY_ROOT", str(root))
-    return root
 
 
 def test_names():
