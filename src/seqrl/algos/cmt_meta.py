@@ -4,11 +4,12 @@ The data are a task family's multi-task dataset (seqrl.data.meta_recipes); only 
 episodes are used, for the batches and for every normalisation statistic (held-out tasks are for
 evaluation). What changes from single-task CMT (seqrl.algos.cmt):
 
-* Context. The generator's prompt z = A_e(c) encodes a *context trajectory* c: a fragment of a random
-  episode of the same task as the window (possibly the window's own episode). A learned [SEP] token
+* Context. The generator's prompt z = A_e(c) encodes a *context trajectory* c of the window's task:
+  another fragment of the window's own episode (``context_from="episode"``, default) or a fragment of a
+  random episode of the same task (``"task"``). A learned [SEP] token
   separates the prompt from the history: the generator reads [z_1 .. z_P, SEP, s_0, a_0, r_0, ...].
-* Two InfoNCE losses (Eq. 3 at two levels). Task level: the context's prompt and the prompt of a
-  fragment of the window's episode are positives; rows of other tasks are the negatives (rows of the
+* Two InfoNCE losses (Eq. 3 at two levels). Task level: the prompt of a fragment of another episode of
+  the same task and the prompt of a fragment of the window's episode are positives; rows of other tasks are the negatives (rows of the
   same task are not counted as negatives). Trajectory level, as in single-task CMT: two fragments of one
   episode are positives, other episodes the negatives. L = L1 + gamma_task L2_task + gamma L2_traj.
 * Improvement stage: as single-task CMT, with the planner and the adaptor reading the same task's
@@ -27,7 +28,7 @@ import numpy as np
 import torch
 
 from seqrl.algos.cmt import CMTConfig, CMTImprovement, CMTRepresentation
-from seqrl.errors import DatasetError
+from seqrl.errors import ConfigError, DatasetError
 from seqrl.models.cmt import head_loss, info_nce
 
 
@@ -37,6 +38,10 @@ class MetaCMTConfig(CMTConfig):
     """gamma_task: weight of the task-level InfoNCE loss"""
     prompt_source: str = "history"
     """without a context yet (zero-shot, first episode), the episode's own recent steps"""
+    context_from: str = "episode"
+    """where a training context comes from: "episode" (another fragment of the window's own episode, so
+    that the prompt carries the behaviour as well as the task, as single-task CMT's policy prompt) or
+    "task" (a random episode of the same task, the paper's wording); docs/meta.md has the comparison"""
 
 
 def training_part(dataset):
@@ -53,10 +58,16 @@ def training_part(dataset):
     return part, family
 
 
+CONTEXT_FROM = ("task", "episode")
+
+
 class _TaskContext:
     """Context fragments from the same task, and the meta parts of the policy spec."""
 
     def _index_tasks(self) -> None:
+        if self.config.context_from not in CONTEXT_FROM:
+            raise ConfigError(f"context_from must be one of {CONTEXT_FROM}, got "
+                              f"'{self.config.context_from}'")
         tasks = self.dataset.episode_tasks
         self.task_ids = np.unique(tasks)
         order = np.argsort(tasks, kind="stable")
@@ -72,6 +83,8 @@ class _TaskContext:
         return self.episodes_by_task[self.task_start[slot] + pick]
 
     def prompt_fragments(self, episodes: np.ndarray) -> dict:
+        if self.config.context_from == "episode":
+            return self.fragments(episodes)
         return self.fragments(self.same_task_episodes(episodes))
 
     def evaluate_policy(self, policy, run) -> list[dict]:
@@ -107,6 +120,7 @@ class MetaCMTRepresentation(_TaskContext, CMTRepresentation):
         episodes = window.episode_ids
         w = self.to_model_units(window)
         z_context = self.encode(self.prompt_fragments(episodes))
+        z_task = self.encode(self.fragments(self.same_task_episodes(episodes)))
         z1 = self.encode(self.fragments(episodes))
         z2 = self.encode(self.fragments(episodes))
         out = m.generator(m.tuned(z_context), w["observations"], w["actions"], w["rewards"],
@@ -120,7 +134,7 @@ class MetaCMTRepresentation(_TaskContext, CMTRepresentation):
                                w["observations"][:, 1:], has_next)
         value_loss = ((out["value"] - w["values"]) ** 2)[mask].mean()
         tasks = torch.as_tensor(self.dataset.episode_tasks[episodes], device=self.device)
-        task_nce = info_nce(z_context, z1, cfg.temperature, groups=tasks)
+        task_nce = info_nce(z_task, z1, cfg.temperature, groups=tasks)
         nce = info_nce(z1, z2, cfg.temperature, groups=torch.as_tensor(episodes, device=self.device))
         loss = (action_loss + cfg.reward_coef * reward_loss + cfg.state_coef * state_loss
                 + cfg.value_coef * value_loss + cfg.contrastive_coef * nce
