@@ -4,7 +4,8 @@ One environment per task, all tasks at once (one batched forward per step), for 
 episodes per task:
 
 * zero-shot (the CMT paper's setting, Section 4.2): the agent starts with an empty context buffer in
-  each task. In the first episode the prompt comes from the episode's own history as it grows; before
+  each task. The first episode acts from the policy's fallback prompt (CMT: the stored prompt, then its
+  own history each time the context window is refilled); before
   each later episode a context fragment (``fragment_len`` steps) is drawn uniformly from the task's
   buffer of earlier episodes. The returns per round are the adaptation curve.
 * few-shot: before every episode a context fragment is drawn from the task's episodes in an offline
