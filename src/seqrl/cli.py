@@ -94,44 +94,43 @@ def cmd_data_make(args) -> int:
 
 
 def cmd_data_list(args) -> int:
-    from seqrl.data.minari_io import minari_dataset_exists, minari_root
-    from seqrl.data.recipes import FULL_STEPS, MEDIUM_REPLAY_STEPS, load_manifest
     from seqrl.data.meta_recipes import META_DATASET_NAMES, split_meta_name, steps_per_task
-    from seqrl.data.sources import DATASET_NAMES, minari_id_for, split_name
+    from seqrl.data.minari_io import minari_root
+    from seqrl.data.recipes import FULL_STEPS, MEDIUM_REPLAY_STEPS
+    from seqrl.data.sources import DATASET_NAMES, split_name
     from seqrl.envs.tasks import FAMILIES
 
     print(f"seqrl datasets (Minari root {minari_root()}):")
     print(f"  {'name':<26} {'Minari id':<34} {'recipe steps':>12}  made")
     for name in DATASET_NAMES:
         env, kind = split_name(name)
-        dataset_id = minari_id_for(name)
-        recipe = MEDIUM_REPLAY_STEPS[env] if kind == "medium-replay" else FULL_STEPS[kind]
-        if minari_dataset_exists(dataset_id):
-            meta = json.loads((minari_root() / dataset_id / "data" / "metadata.json").read_text())
-            made = f"yes, {meta.get('total_steps', '?')} steps"
-        else:
-            try:
-                load_manifest(env)
-                made = "-"
-            except SeqrlError:
-                made = "- (no behaviour policies shipped yet)"
-        print(f"  {name:<26} {dataset_id:<34} {recipe:>12,}  {made}")
+        _print_recipe_row(name, MEDIUM_REPLAY_STEPS[env] if kind == "medium-replay" else FULL_STEPS[kind],
+                          policies=env)
     print("meta-RL (multi-task) datasets, all tasks of the family; see docs/meta.md:")
     for name in META_DATASET_NAMES:
-        family, _ = split_meta_name(name)
-        dataset_id = minari_id_for(name)
-        recipe = steps_per_task(family) * len(FAMILIES[family].tasks)
-        if minari_dataset_exists(dataset_id):
-            meta = json.loads((minari_root() / dataset_id / "data" / "metadata.json").read_text())
-            made = f"yes, {meta.get('total_steps', '?')} steps"
-        else:
-            try:
-                load_manifest(FAMILIES[family].behaviour_family)
-                made = "-"
-            except SeqrlError:
-                made = "- (no behaviour policies shipped yet)"
-        print(f"  {name:<26} {dataset_id:<34} {recipe:>12,}  {made}")
+        family = FAMILIES[split_meta_name(name)[0]]
+        _print_recipe_row(name, steps_per_task(family.name) * len(family.tasks),
+                          policies=family.behaviour_family)
     return 0
+
+
+def _print_recipe_row(name: str, recipe_steps: int, policies: str) -> None:
+    """One line of `seqrl data list`: whether the dataset is made, else whether it can be."""
+    from seqrl.data.minari_io import minari_dataset_exists, minari_root
+    from seqrl.data.recipes import load_manifest
+    from seqrl.data.sources import minari_id_for
+
+    dataset_id = minari_id_for(name)
+    if minari_dataset_exists(dataset_id):
+        meta = json.loads((minari_root() / dataset_id / "data" / "metadata.json").read_text())
+        made = f"yes, {meta.get('total_steps', '?')} steps"
+    else:
+        try:
+            load_manifest(policies)
+            made = "-"
+        except SeqrlError:
+            made = "- (no behaviour policies shipped yet)"
+    print(f"  {name:<26} {dataset_id:<34} {recipe_steps:>12,}  {made}")
 
 
 def cmd_bench_data(args) -> int:

@@ -233,23 +233,29 @@ class CMTRepresentation(_CMTBase):
         super().__init__(config, dataset, seed, device)
         self.model.adaptor.requires_grad_(False)
 
+    def reconstruction_losses(self, z: torch.Tensor, w: dict) -> tuple:
+        """Eq. 2 for the window ``w`` behind the prompt z: action, reward and next state of every real
+        step (the next state must be in the window), and the value; returns the four losses."""
+        out = self.model.generator(self.model.tuned(z), w["observations"], w["actions"], w["rewards"],
+                                   w["timesteps"])
+        mask = w["mask"]
+        action_loss = head_loss(out["action_mean"], out["action_log_std"], w["actions"], mask)
+        reward_loss = head_loss(out["reward_mean"], out["reward_log_std"], w["rewards"], mask)
+        next_log_std = out["next_state_log_std"]
+        state_loss = head_loss(out["next_state_mean"][:, :-1],
+                               None if next_log_std is None else next_log_std[:, :-1],
+                               w["observations"][:, 1:], mask[:, 1:])
+        value_loss = ((out["value"] - w["values"]) ** 2)[mask].mean()
+        return action_loss, reward_loss, state_loss, value_loss
+
     def loss(self):
-        cfg, m = self.config, self.model
+        cfg = self.config
         window = self.sampler.sample()
         episodes = window.episode_ids
         w = self.to_model_units(window)
         z1 = self.encode(self.fragments(episodes))
         z2 = self.encode(self.fragments(episodes))
-        out = m.generator(m.tuned(z1), w["observations"], w["actions"], w["rewards"], w["timesteps"])
-        mask = w["mask"]
-        # Eq. 2: action, reward and next state of every real step (the next state must be in the window)
-        action_loss = head_loss(out["action_mean"], out["action_log_std"], w["actions"], mask)
-        reward_loss = head_loss(out["reward_mean"], out["reward_log_std"], w["rewards"], mask)
-        has_next = mask[:, 1:]
-        state_loss = head_loss(out["next_state_mean"][:, :-1],
-                               None if out["next_state_log_std"] is None else out["next_state_log_std"][:, :-1],
-                               w["observations"][:, 1:], has_next)
-        value_loss = ((out["value"] - w["values"]) ** 2)[mask].mean()
+        action_loss, reward_loss, state_loss, value_loss = self.reconstruction_losses(z1, w)
         # Eq. 3: the two fragments of an episode are positives, other episodes' fragments negatives
         nce = info_nce(z1, z2, cfg.temperature, groups=torch.as_tensor(episodes, device=self.device))
         loss = (action_loss + cfg.reward_coef * reward_loss + cfg.state_coef * state_loss

@@ -29,7 +29,7 @@ import torch
 
 from seqrl.algos.cmt import CMTConfig, CMTImprovement, CMTRepresentation
 from seqrl.errors import ConfigError, DatasetError
-from seqrl.models.cmt import head_loss, info_nce
+from seqrl.models.cmt import info_nce
 
 
 @dataclass
@@ -69,16 +69,16 @@ class _TaskContext:
             raise ConfigError(f"context_from must be one of {CONTEXT_FROM}, got "
                               f"'{self.config.context_from}'")
         tasks = self.dataset.episode_tasks
-        self.task_ids = np.unique(tasks)
+        task_ids = np.unique(tasks)
         order = np.argsort(tasks, kind="stable")
         self.episodes_by_task = order                                  # episodes grouped by task
-        self.task_start = np.searchsorted(tasks[order], self.task_ids)
+        self.task_start = np.searchsorted(tasks[order], task_ids)
         self.task_count = np.diff(np.append(self.task_start, len(order)))
-        self.task_slot = {int(t): i for i, t in enumerate(self.task_ids)}
+        self.episode_slot = np.searchsorted(task_ids, tasks)           # each episode's task position
 
     def same_task_episodes(self, episodes: np.ndarray) -> np.ndarray:
         """A uniformly drawn episode of the same task for each of ``episodes``."""
-        slot = np.array([self.task_slot[int(t)] for t in self.dataset.episode_tasks[episodes]])
+        slot = self.episode_slot[episodes]
         pick = (self.sampler.rng.random(len(episodes)) * self.task_count[slot]).astype(np.int64)
         return self.episodes_by_task[self.task_start[slot] + pick]
 
@@ -94,6 +94,9 @@ class _TaskContext:
         return [evaluate_meta(policy, self.family, self.family.test_ids, rounds=run.eval_episodes,
                               mode="zero-shot", fragment_len=self.config.fragment_len,
                               seed=run.seed + 1_000_000)]
+
+    def build_model_kwargs(self, kwargs: dict) -> dict:
+        return {**kwargs, "sep_token": True}
 
     def policy_spec(self) -> dict:
         spec = super().policy_spec()
@@ -111,11 +114,8 @@ class MetaCMTRepresentation(_TaskContext, CMTRepresentation):
         super().__init__(config, dataset, seed, device)
         self._index_tasks()
 
-    def build_model_kwargs(self, kwargs: dict) -> dict:
-        return {**kwargs, "sep_token": True}
-
     def loss(self):
-        cfg, m = self.config, self.model
+        cfg = self.config
         window = self.sampler.sample()
         episodes = window.episode_ids
         w = self.to_model_units(window)
@@ -123,16 +123,7 @@ class MetaCMTRepresentation(_TaskContext, CMTRepresentation):
         z_task = self.encode(self.fragments(self.same_task_episodes(episodes)))
         z1 = self.encode(self.fragments(episodes))
         z2 = self.encode(self.fragments(episodes))
-        out = m.generator(m.tuned(z_context), w["observations"], w["actions"], w["rewards"],
-                          w["timesteps"])
-        mask = w["mask"]
-        action_loss = head_loss(out["action_mean"], out["action_log_std"], w["actions"], mask)
-        reward_loss = head_loss(out["reward_mean"], out["reward_log_std"], w["rewards"], mask)
-        has_next = mask[:, 1:]
-        state_loss = head_loss(out["next_state_mean"][:, :-1],
-                               None if out["next_state_log_std"] is None else out["next_state_log_std"][:, :-1],
-                               w["observations"][:, 1:], has_next)
-        value_loss = ((out["value"] - w["values"]) ** 2)[mask].mean()
+        action_loss, reward_loss, state_loss, value_loss = self.reconstruction_losses(z_context, w)
         tasks = torch.as_tensor(self.dataset.episode_tasks[episodes], device=self.device)
         task_nce = info_nce(z_task, z1, cfg.temperature, groups=tasks)
         nce = info_nce(z1, z2, cfg.temperature, groups=torch.as_tensor(episodes, device=self.device))
@@ -150,6 +141,3 @@ class MetaCMTImprovement(_TaskContext, CMTImprovement):
         self.family = family
         super().__init__(config, dataset, seed, device, pretrained=pretrained)
         self._index_tasks()
-
-    def build_model_kwargs(self, kwargs: dict) -> dict:
-        return {**kwargs, "sep_token": True}

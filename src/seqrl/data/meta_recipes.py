@@ -26,19 +26,13 @@ from pathlib import Path
 
 import numpy as np
 
+from seqrl.envs.tasks import FAMILIES
 from seqrl.errors import ConfigError, DatasetError
 
 META_LEVELS = ("mixed", "random", "medium", "expert")
 
 
-def _families() -> dict:
-    from seqrl.envs.tasks import FAMILIES
-
-    return FAMILIES
-
-
-FAMILY_NAMES = ("point-robot", "point-robot-sparse", "cheetah-vel", "cheetah-dir", "ant-fwd-back",
-                "ant-dir", "hopper-params", "walker-params")
+FAMILY_NAMES = tuple(FAMILIES)
 META_DATASET_NAMES = tuple(name for f in FAMILY_NAMES
                            for name in (f, f"{f}-random", f"{f}-medium", f"{f}-expert"))
 
@@ -89,7 +83,7 @@ def generate_meta(name: str, steps: int | None = None, seed: int = 0, num_envs: 
     from seqrl.policies.actor import load_actor
 
     family_name, level = split_meta_name(name)
-    family = _families()[family_name]
+    family = FAMILIES[family_name]
     manifest = load_manifest(family.behaviour_family, policy_root)
     files = level_policies(manifest, family.behaviour_family, level)
     task_ids = list(range(len(family.tasks)))

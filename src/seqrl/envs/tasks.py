@@ -308,10 +308,9 @@ class TaskFamily:
         return self.behaviour or self.name
 
     def behaviour_tasks(self, count: int = 1000) -> list[dict]:
-        """Tasks for training the behaviour policy: drawn from the family's distribution with another
-        seed than the split's (the two-task families give their two tasks)."""
-        return [{**dict(self.fixed_kwargs), **t}
-                for t in self.sample(np.random.default_rng(self.seed + 10_000), count)]
+        """Tasks for training the behaviour policy (``set_task`` arguments): drawn from the family's
+        distribution with another seed than the split's (the two-task families give their two tasks)."""
+        return self.sample(np.random.default_rng(self.seed + 10_000), count)
 
     def task_vector(self, task_id: int) -> np.ndarray:
         """The task parameter as a vector (what privileged behaviour policies and oracle DT see)."""
@@ -363,10 +362,7 @@ class PrivilegedTasks(gym.Wrapper):
     def reset(self, *, seed=None, options=None):
         if seed is not None:
             self.rng = np.random.default_rng(seed)
-        task = dict(self.tasks[self.rng.integers(len(self.tasks))])
-        for key in ("sparse", "goal_radius"):
-            task.pop(key, None)
-        self.env.unwrapped.set_task(**task)
+        self.env.unwrapped.set_task(**self.tasks[self.rng.integers(len(self.tasks))])
         obs, info = self.env.reset(seed=seed, options=options)
         return self.observation(obs), info
 

@@ -113,8 +113,7 @@ def evaluate_meta(policy, family, task_ids, rounds: int = 3, mode: str = "zero-s
         "return_std": float(returns.std()),
         "normalized_score_mean": None,
         "normalized_score_std": None,
-        "per_task": [{"task": int(t), "params": family.kwargs(t) if len(str(family.kwargs(t))) < 200
-                      else "see the task family", "returns": [float(x) for x in returns[pos]],
+        "per_task": [{"task": int(t), "params": family.kwargs(t), "returns": [float(x) for x in returns[pos]],
                       "return_mean": float(returns[pos].mean())} for pos, t in enumerate(task_ids)],
         "curve": [float(x) for x in returns.mean(axis=0)],
         "returns": [float(x) for x in returns.ravel()],
