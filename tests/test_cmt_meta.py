@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from seqrl.algos.cmt_meta import MetaCMTConfig, MetaCMTRepresentation, training_part
+from seqrl.algos.cmt_meta import MetaCMTConfig, MetaCMTRepresentation
+from seqrl.algos.meta import training_part
 from seqrl.cli import main
 from seqrl.data.recipes import generate
 from seqrl.envs.tasks import get_family
@@ -99,7 +100,7 @@ class RecordingPolicy:
     def act(self, obs, reward):
         return self.actions[self.rows]
 
-    def set_context(self, states, actions, rewards, mask):
+    def set_context(self, states, actions, rewards, mask, returns_to_go=None, timesteps=None):
         self.contexts.append((states, actions, rewards, mask))
 
 
@@ -141,6 +142,6 @@ def test_tiny_meta_run_end_to_end(point_policies, tmp_path, capsys):
     few = evaluate_meta(policy, family, family.test_ids, rounds=1, mode="few-shot",
                         context_dataset=load_source("point-robot-expert"), fragment_len=5)
     assert len(few["per_task"]) == 10 and np.isfinite(few["return_mean"])
-    assert main(["train", "dt", "--dataset", "point-robot", "--steps", "2", "--out",
-                 str(tmp_path / "dt")]) != 0        # not (yet) for multi-task data: one-line error
+    assert main(["train", "bc", "--dataset", "point-robot", "--steps", "2", "--out",
+                 str(tmp_path / "bc")]) != 0        # no meta-RL variant of BC: one-line error
     assert "error: 'point-robot' is a multi-task" in capsys.readouterr().err

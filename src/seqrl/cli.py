@@ -188,7 +188,8 @@ def _print_eval(evals: list[dict]) -> None:
               f"({len(ev['returns'])} episodes, {ev['env_steps']} steps, {ev['seconds']:.1f} s)")
         if ev.get("per_task"):
             curve = ", ".join(f"{x:.1f}" for x in ev["curve"])
-            print(f"  {ev['mode']} on {len(ev['per_task'])} held-out tasks; mean return per episode "
+            which = "training" if ev.get("tasks") == "train" else "held-out"
+            print(f"  {ev['mode']} on {len(ev['per_task'])} {which} tasks; mean return per episode "
                   f"collected in a task: {curve}")
 
 
@@ -200,6 +201,20 @@ def cmd_eval(args) -> int:
 
     overrides = {} if args.keep is None else {"eval_keep": args.keep}
     policy = Policy.load(args.run, **overrides)
+    if policy.spec.get("meta"):  # meta-RL: held-out tasks, context by protocol (seqrl.eval.meta)
+        from seqrl.eval.meta import evaluate_meta_policy
+
+        targets = args.target_return or [None]
+        evals = [evaluate_meta_policy(policy, mode=args.mode, tasks=args.tasks, rounds=args.episodes,
+                                      context=args.context, seed=args.seed, target_return=t)
+                 for t in targets]
+        if args.json:
+            print(json.dumps(evals[0] if len(evals) == 1 else evals))
+        else:
+            _print_eval(evals)
+        return 0
+    if args.mode or args.context:
+        raise SeqrlError("--mode and --context are for meta-RL runs (trained on a multi-task dataset)")
     env_id = gym_id(args.env) if args.env else policy.env_id
     if env_id is None:
         raise SeqrlError("the checkpoint does not name its environment: pass --env")
@@ -248,6 +263,23 @@ def cmd_bench_quality(args) -> int:
                 eval_episodes=args.eval_episodes, overrides=overrides, runs=args.runs,
                 score_threshold=args.score_threshold, out_dir=args.out, name=args.name,
                 command=" ".join(["seqrl"] + sys.argv[1:]), progress=not args.no_progress)
+    return 0
+
+
+def cmd_bench_meta(args) -> int:
+    from seqrl.bench.meta_bench import RUNS, run_meta_bench
+
+    known = {"all"} | {label for label, _, _ in RUNS}
+    overrides: dict[str, list[str]] = {}
+    for item in args.set or []:
+        run, sep, setting = item.partition(":")
+        if not sep or "=" not in setting or run not in known:
+            raise UsageError(f"--set expects RUN:key=value with RUN one of {', '.join(sorted(known))}, "
+                             f"got '{item}'")
+        overrides.setdefault(run, []).append(setting)
+    run_meta_bench(args.dataset, args.seeds, steps=args.steps, rounds=args.rounds, overrides=overrides,
+                   runs=args.runs, out_dir=args.out, name=args.name,
+                   command=" ".join(["seqrl"] + sys.argv[1:]), progress=not args.no_progress)
     return 0
 
 
@@ -370,8 +402,9 @@ def build_parser() -> argparse.ArgumentParser:
     bmake.set_defaults(func=cmd_bench_make)
 
     train = commands.add_parser("train", help="train an algorithm on a dataset and evaluate it")
-    train.add_argument("algo", metavar="ALGO", help="dt (Decision Transformer), bc (behaviour cloning) or "
-                                                    "cmt (Contextual Meta Transformer, two stages)")
+    train.add_argument("algo", metavar="ALGO", help="dt (Decision Transformer), bc (behaviour cloning), "
+                                                    "cmt (Contextual Meta Transformer, two stages) or "
+                                                    "prompt-dt (Prompt-DT, multi-task datasets)")
     train.add_argument("--dataset", required=True, metavar="SOURCE", help=source_help)
     train.add_argument("--env", help="environment when the dataset does not name it (e.g. hopper)")
     train.add_argument("--steps", type=_positive_int, default=100_000, help="gradient updates")
@@ -413,6 +446,14 @@ def build_parser() -> argparse.ArgumentParser:
                     help="steps kept when the DT context window is full (default K//2; K-1 recomputes "
                          "the last K steps every step, as the reference implementation)")
     ev.add_argument("--json", action="store_true", help="print JSON")
+    ev.add_argument("--mode", choices=("zero-shot", "few-shot", "none"), default=None,
+                    help="meta-RL runs: where the context comes from (default: cmt zero-shot, "
+                         "prompt-dt few-shot, dt none); --episodes is then episodes per task")
+    ev.add_argument("--context", default=None, metavar="SOURCE",
+                    help="meta-RL few-shot: the dataset the task contexts come from (e.g. "
+                         "cheetah-vel-expert)")
+    ev.add_argument("--tasks", choices=("test", "train"), default="test",
+                    help="meta-RL runs: held-out (default) or training tasks")
     ev.set_defaults(func=cmd_eval)
 
     beval = bench_cmds.add_parser("eval", help="evaluation cost per environment step: batched KV-cache "
@@ -453,6 +494,21 @@ def build_parser() -> argparse.ArgumentParser:
     bq.add_argument("--out", default="benchmarks/results", help="folder for the results")
     bq.add_argument("--no-progress", action="store_true", help="no progress bars")
     bq.set_defaults(func=cmd_bench_quality)
+
+    bmeta = bench_cmds.add_parser("meta", help="offline meta-RL: CMT zero-/few-shot and the DT baselines "
+                                               "on held-out tasks, over seeds")
+    bmeta.add_argument("dataset", metavar="DATASET", help="a multi-task dataset, e.g. point-robot")
+    bmeta.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="seeds")
+    bmeta.add_argument("--steps", type=_positive_int, default=20_000,
+                       help="updates per run (CMT: per stage unless --set cmt:improve_steps=N)")
+    bmeta.add_argument("--rounds", type=_positive_int, default=3, help="episodes per held-out task")
+    bmeta.add_argument("--set", action="append", metavar="RUN:KEY=VALUE",
+                       help="a setting for one run (cmt, prompt-dt, dt, oracle-dt) or all of them (all:)")
+    bmeta.add_argument("--runs", default="runs/meta", help="folder of the run directories")
+    bmeta.add_argument("--name", default=None, help="result file stem in --out (default meta-DATASET)")
+    bmeta.add_argument("--out", default="benchmarks/results", help="folder for the results")
+    bmeta.add_argument("--no-progress", action="store_true", help="no progress bars")
+    bmeta.set_defaults(func=cmd_bench_meta)
 
     bplan = bench_cmds.add_parser("planner", help="CMT beam search: KV cache vs recomputation, and "
                                                   "planning vs acting from the prompt")

@@ -57,6 +57,7 @@ class Policy:
         self.return_scale = float(spec.get("return_scale", 1.0))
         self.default_target_return = spec.get("target_return")
         self.is_cmt = isinstance(model, CMT)
+        self.is_prompt_dt = isinstance(model, DecisionTransformer) and model.prompt_len > 0  # Prompt-DT
         self.is_sequence_model = isinstance(model, (DecisionTransformer, CMT))
         self.prompt_source = spec.get("prompt_source", "stored")
         if self.prompt_source not in ("stored", "history"):
@@ -107,6 +108,13 @@ class Policy:
         self._t = 0        # episode timestep
         self._prompt = None
         self._context_z = None
+        if self.is_prompt_dt:  # no demonstration yet: an empty (all-padding) prompt
+            p = m.prompt_len
+            self._dt_prompt = {"observations": torch.zeros(num_envs, p, m.obs_dim, device=dev),
+                               "actions": torch.zeros(num_envs, p, m.act_dim, device=dev),
+                               "returns_to_go": torch.zeros(num_envs, p, device=dev),
+                               "timesteps": torch.zeros(num_envs, p, dtype=torch.long, device=dev),
+                               "mask": torch.zeros(num_envs, p, dtype=torch.bool, device=dev)}
         self._cache = m.generator.new_cache(num_envs, device=dev) if self.is_cmt else \
             m.new_cache(num_envs, device=dev)
 
@@ -124,14 +132,19 @@ class Policy:
                 self._prompt = self._prompt[rows]
             if self._context_z is not None:
                 self._context_z = self._context_z[rows]
+            if self.is_prompt_dt:
+                self._dt_prompt = {k: v[rows] for k, v in self._dt_prompt.items()}
 
     @torch.no_grad()
-    def set_context(self, states, actions, rewards, mask=None) -> None:
-        """CMT: encode context trajectories, one per environment (arrays (N, L, ...) in environment
-        units, ``mask`` (N, L) False on padding), into the prompts of the current episodes. For
-        meta-RL, the context is a trajectory of the same task (Section 4.2). Call after reset()."""
-        if not self.is_cmt:
-            raise ConfigError("only CMT policies take a context trajectory")
+    def set_context(self, states, actions, rewards, mask=None, returns_to_go=None, timesteps=None
+                    ) -> None:
+        """Context trajectories of the task, one per environment (arrays (N, L, ...) in environment
+        units, ``mask`` (N, L) False on padding), for the current episodes; call after reset().
+        CMT encodes them into its prompts (meta-RL: a trajectory of the same task, Section 4.2).
+        Prompt-DT uses them as its trajectory prompt (L = its prompt_len) and also needs the steps'
+        ``returns_to_go`` within their episode (environment units) and episode ``timesteps``."""
+        if not (self.is_cmt or self.is_prompt_dt):
+            raise ConfigError("only CMT and Prompt-DT policies take a context trajectory")
         m, dev = self.model, self.device
         states = torch.as_tensor(np.asarray(states, np.float32), device=dev)
         if states.shape[0] != self.num_envs:
@@ -142,6 +155,20 @@ class Policy:
                 else torch.as_tensor(np.asarray(mask, bool), device=dev))
         states = torch.where(mask[..., None], (states - self.obs_mean) / self.obs_std, 0.0)
         actions = torch.where(mask[..., None], actions, 0.0)
+        if self.is_prompt_dt:
+            if states.shape[1] != m.prompt_len:
+                raise ConfigError(f"this Prompt-DT policy takes prompts of {m.prompt_len} steps, "
+                                  f"got {states.shape[1]}")
+            if m.condition_on_returns and returns_to_go is None:
+                raise ConfigError("a Prompt-DT prompt needs its returns_to_go")
+            rtg = (torch.zeros(states.shape[:2], device=dev) if returns_to_go is None else
+                   torch.as_tensor(np.asarray(returns_to_go, np.float32), device=dev) / self.return_scale)
+            steps = (torch.zeros(states.shape[:2], dtype=torch.long, device=dev) if timesteps is None
+                     else torch.as_tensor(np.asarray(timesteps), dtype=torch.long, device=dev))
+            self._dt_prompt = {"observations": states, "actions": actions,
+                               "returns_to_go": torch.where(mask, rtg, 0.0),
+                               "timesteps": torch.where(mask, steps, 0), "mask": mask}
+            return
         rewards = torch.where(mask, m.normalize_reward(rewards), 0.0)
         self._context_z = m.encode(states, actions, rewards, mask)
 
@@ -197,7 +224,8 @@ class Policy:
             self._window, self._t = w + 1, self._t + 1
             return action
         action = m.decode(self._cache, self._states[:, lo:w + 1], self._actions[:, lo:w + 1],
-                          self._rtg[:, lo:w + 1], self._timesteps[:, lo:w + 1])
+                          self._rtg[:, lo:w + 1], self._timesteps[:, lo:w + 1],
+                          prompt=self._dt_prompt if self.is_prompt_dt and prefill else None)
         self._actions[:, w] = action
         self._window, self._t = w + 1, self._t + 1
         return action

@@ -5,12 +5,14 @@ from __future__ import annotations
 from seqrl.algos.bc import BehaviourCloning
 from seqrl.algos.cmt import CMTRepresentation
 from seqrl.algos.dt import DecisionTransformerAlgorithm
+from seqrl.algos.dt_meta import PromptDT
 from seqrl.errors import UnknownNameError
 
 ALGORITHMS = {
     "dt": DecisionTransformerAlgorithm,
     "bc": BehaviourCloning,
     "cmt": CMTRepresentation,
+    "prompt-dt": PromptDT,
 }
 
 

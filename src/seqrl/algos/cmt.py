@@ -392,7 +392,8 @@ def train_cmt(config: CMTConfig, dataset, run, out: Path, resume: bool = False, 
 
     representation_cls, improvement_cls, extra = CMTRepresentation, CMTImprovement, {}
     if dataset.episode_tasks is not None:  # a multi-task dataset: meta-RL CMT on its training tasks
-        from seqrl.algos.cmt_meta import MetaCMTImprovement, MetaCMTRepresentation, training_part
+        from seqrl.algos.cmt_meta import MetaCMTImprovement, MetaCMTRepresentation
+        from seqrl.algos.meta import training_part
 
         dataset, family = training_part(dataset)
         representation_cls, improvement_cls, extra = MetaCMTRepresentation, MetaCMTImprovement, \

@@ -28,7 +28,8 @@ import numpy as np
 import torch
 
 from seqrl.algos.cmt import CMTConfig, CMTImprovement, CMTRepresentation
-from seqrl.errors import ConfigError, DatasetError
+from seqrl.algos.meta import TaskIndex, meta_spec
+from seqrl.errors import ConfigError
 from seqrl.models.cmt import info_nce
 
 
@@ -44,20 +45,6 @@ class MetaCMTConfig(CMTConfig):
     "task" (a random episode of the same task, the paper's wording); docs/meta.md has the comparison"""
 
 
-def training_part(dataset):
-    """The training tasks' episodes of a multi-task dataset (a new dataset)."""
-    from seqrl.envs.tasks import get_family
-
-    if dataset.episode_tasks is None or "seqrl_task_family" not in dataset.metadata:
-        raise DatasetError(f"{dataset.name} is not a multi-task dataset (no episode tasks); meta-RL "
-                           f"needs one such as `seqrl data make point-robot`")
-    family = get_family(dataset.metadata["seqrl_task_family"])
-    keep = np.isin(dataset.episode_tasks, family.train_ids)
-    part = dataset.filter(keep)
-    part.name = f"{dataset.name}[train tasks]"
-    return part, family
-
-
 CONTEXT_FROM = ("task", "episode")
 
 
@@ -68,19 +55,11 @@ class _TaskContext:
         if self.config.context_from not in CONTEXT_FROM:
             raise ConfigError(f"context_from must be one of {CONTEXT_FROM}, got "
                               f"'{self.config.context_from}'")
-        tasks = self.dataset.episode_tasks
-        task_ids = np.unique(tasks)
-        order = np.argsort(tasks, kind="stable")
-        self.episodes_by_task = order                                  # episodes grouped by task
-        self.task_start = np.searchsorted(tasks[order], task_ids)
-        self.task_count = np.diff(np.append(self.task_start, len(order)))
-        self.episode_slot = np.searchsorted(task_ids, tasks)           # each episode's task position
+        self.task_index = TaskIndex(self.dataset.episode_tasks)
 
     def same_task_episodes(self, episodes: np.ndarray) -> np.ndarray:
         """A uniformly drawn episode of the same task for each of ``episodes``."""
-        slot = self.episode_slot[episodes]
-        pick = (self.sampler.rng.random(len(episodes)) * self.task_count[slot]).astype(np.int64)
-        return self.episodes_by_task[self.task_start[slot] + pick]
+        return self.task_index.draw(episodes, self.sampler.rng)
 
     def prompt_fragments(self, episodes: np.ndarray) -> dict:
         if self.config.context_from == "episode":
@@ -100,8 +79,7 @@ class _TaskContext:
 
     def policy_spec(self) -> dict:
         spec = super().policy_spec()
-        spec["meta"] = {"family": self.family.name, "train_tasks": self.family.train_ids,
-                        "test_tasks": self.family.test_ids}
+        spec["meta"] = meta_spec(self.family)
         return spec
 
 

@@ -265,6 +265,7 @@ class TaskFamily:
     shared_tasks: bool = False
     description: str = ""
     behaviour: str | None = None   # the family whose behaviour policies this one uses (default: its own)
+    return_scale: float = 1000.0   # DT-family baselines divide returns-to-go by this (about |return|)
 
     @property
     def gym_id(self) -> str:
@@ -323,22 +324,22 @@ class TaskFamily:
 
 FAMILIES: dict[str, TaskFamily] = {f.name: f for f in [
     TaskFamily("point-robot", "PointRobot", 40, 10, _half_circle_goals, seed=101,
-               description="2-D point, goals on the unit half-circle, dense reward"),
+               return_scale=10.0, description="2-D point, goals on the unit half-circle, dense reward"),
     TaskFamily("point-robot-sparse", "PointRobot", 40, 10, _half_circle_goals, seed=101,
-               fixed_kwargs=(("sparse", True),), behaviour="point-robot",
+               fixed_kwargs=(("sparse", True),), behaviour="point-robot", return_scale=10.0,
                description="point-robot's goals, reward only within 0.2 of the goal"),
     TaskFamily("cheetah-vel", "HalfCheetahVel", 35, 5,
                lambda rng, n: [{"velocity": float(v)} for v in rng.uniform(0.0, 3.0, size=n)], seed=102,
-               description="HalfCheetah, target velocity U(0, 3)"),
+               return_scale=500.0, description="HalfCheetah, target velocity U(0, 3)"),
     TaskFamily("cheetah-dir", "HalfCheetahDir", 2, 0,
                lambda rng, n: [{"direction": 1.0}, {"direction": -1.0}], seed=103, shared_tasks=True,
-               description="HalfCheetah, forward or backward"),
+               return_scale=500.0, description="HalfCheetah, forward or backward"),
     TaskFamily("ant-fwd-back", "AntDir", 2, 0,
                lambda rng, n: [{"angle": 0.0}, {"angle": float(np.pi)}], seed=104, shared_tasks=True,
-               description="Ant, forward or backward"),
+               return_scale=500.0, description="Ant, forward or backward"),
     TaskFamily("ant-dir", "AntDir", 45, 5,
                lambda rng, n: [{"angle": float(a)} for a in rng.uniform(0.0, 2 * np.pi, size=n)],
-               seed=105, description="Ant, direction U[0, 2 pi)"),
+               seed=105, return_scale=500.0, description="Ant, direction U[0, 2 pi)"),
     TaskFamily("hopper-params", "HopperParams", 30, 10, _params_sampler("Hopper-v5"), seed=106,
                description="Hopper, random body masses, inertias, damping and friction"),
     TaskFamily("walker-params", "Walker2dParams", 30, 10, _params_sampler("Walker2d-v5"), seed=107,

@@ -13,6 +13,9 @@ episodes per task:
 * none: no context at all (the policy's own fallback: history or stored prompt); what a plain
   multi-task policy does.
 
+A policy whose spec says ``meta.task_oracle`` (oracle DT) gets the true task vector appended to every
+observation. Context fragments carry their returns-to-go and timesteps as well (Prompt-DT's prompts).
+
 Episode seeds are ``seed + 1000 * round + task position``, the same for every policy evaluated.
 """
 
@@ -27,18 +30,22 @@ MODES = ("zero-shot", "few-shot", "none")
 
 def _fragment(rng, states, actions, rewards, length):
     """A uniformly placed window of ``length`` steps of one episode (shorter episodes: all of it),
-    padded to ``length``; returns arrays and the mask."""
+    padded to ``length``: states, actions, rewards, mask, returns-to-go (within the whole episode)
+    and episode timesteps."""
     n = len(states)
     start = int(rng.integers(0, max(n - length, 0) + 1))
     stop = min(start + length, n)
     pad = length - (stop - start)
+    rewards = np.asarray(rewards, np.float64)
+    rtg = np.cumsum(rewards[::-1])[::-1]
 
-    def padded(a):
-        a = np.asarray(a[start:stop], np.float32)
-        return np.concatenate([a, np.zeros((pad,) + a.shape[1:], np.float32)]) if pad else a
+    def padded(a, dtype=np.float32):
+        a = np.asarray(a[start:stop], dtype)
+        return np.concatenate([a, np.zeros((pad,) + a.shape[1:], dtype)]) if pad else a
 
     mask = np.arange(length) < stop - start
-    return padded(states), padded(actions), padded(rewards), mask
+    return (padded(states), padded(actions), padded(rewards), mask, padded(rtg),
+            padded(np.arange(n), np.int64))
 
 
 def evaluate_meta(policy, family, task_ids, rounds: int = 3, mode: str = "zero-shot",
@@ -60,6 +67,8 @@ def evaluate_meta(policy, family, task_ids, rounds: int = 3, mode: str = "zero-s
     n = len(task_ids)
     rng = np.random.default_rng(seed)
     vec = gym.vector.SyncVectorEnv([lambda t=t: family.make(t) for t in task_ids])
+    oracle = bool(getattr(policy, "spec", {}).get("meta", {}).get("task_oracle"))
+    task_vectors = np.stack([family.task_vector(t) for t in task_ids]) if oracle else None
     offline = {}
     if mode == "few-shot":
         for pos, t in enumerate(task_ids):
@@ -81,13 +90,17 @@ def evaluate_meta(policy, family, task_ids, rounds: int = 3, mode: str = "zero-s
                 picks = [sources[pos][int(rng.integers(len(sources[pos])))] for pos in range(n)]
                 frags = [_fragment(rng, p["observations"], p["actions"], p["rewards"], fragment_len)
                          for p in picks]
-                policy.set_context(*(np.stack([f[i] for f in frags]) for i in range(4)))
+                states, actions, rewards, mask, rtg, steps = (np.stack([f[i] for f in frags])
+                                                              for i in range(6))
+                policy.set_context(states, actions, rewards, mask, returns_to_go=rtg, timesteps=steps)
             record = [{"observations": [], "actions": [], "rewards": []} for _ in range(n)]
             running = np.arange(n)
             reward = np.zeros(n, dtype=np.float32)
             while running.size:
                 actions = np.zeros((n, act_dim), dtype=np.float32)
-                actions[running] = policy.act(obs[running], reward[running])
+                seen = obs[running] if not oracle else np.concatenate(
+                    [obs[running], task_vectors[running]], axis=1)
+                actions[running] = policy.act(seen, reward[running])
                 for pos in running:
                     record[pos]["observations"].append(obs[pos].copy())
                     record[pos]["actions"].append(actions[pos].copy())
@@ -121,3 +134,59 @@ def evaluate_meta(policy, family, task_ids, rounds: int = 3, mode: str = "zero-s
         "env_steps": int(lengths.sum()),
         "seconds": time.perf_counter() - start,
     }
+
+
+DEFAULT_MODES = {"cmt": "zero-shot", "prompt-dt": "few-shot", "dt": "none"}
+
+
+def evaluate_meta_policy(policy, mode: str | None = None, tasks: str = "test", rounds: int = 3,
+                         context: str | None = None, seed: int = 0,
+                         target_return: float | None = None) -> dict:
+    """``evaluate_meta`` for a loaded meta-RL policy (its spec names the family): ``tasks`` "test"
+    (held out) or "train"; ``mode`` default by algorithm (CMT zero-shot, Prompt-DT few-shot, DT none);
+    ``context`` a dataset SOURCE for few-shot (default for Prompt-DT: the held-out tasks' best
+    episodes of its own training dataset). The fragment length is the policy's (CMT's encoder
+    fragment, Prompt-DT's prompt)."""
+    from seqrl.data.sources import load_source
+    from seqrl.envs.tasks import get_family
+    from seqrl.errors import ConfigError
+
+    meta = policy.spec.get("meta")
+    if not meta:
+        raise ConfigError("not a meta-RL policy (trained on a single-task dataset)")
+    family = get_family(meta["family"])
+    algo = policy.spec.get("algo", "cmt")
+    mode = mode or DEFAULT_MODES.get(algo, "none")
+    if mode not in MODES:
+        raise ConfigError(f"--mode must be one of {', '.join(MODES)}, got '{mode}'")
+    if tasks not in ("test", "train"):
+        raise ConfigError(f"--tasks must be test or train, got '{tasks}'")
+    task_ids = family.test_ids if tasks == "test" else family.train_ids
+    context_dataset = None
+    if mode == "few-shot":
+        if context is not None:
+            context_dataset = load_source(context, make_missing=True)
+            if context_dataset.metadata.get("seqrl_task_family") != family.name:
+                raise ConfigError(f"context '{context}' is not a {family.name} dataset")
+        elif algo == "prompt-dt":
+            from seqrl.algos.dt_meta import held_out_demonstrations
+
+            full = load_source(policy.spec["dataset"])
+            context_dataset = held_out_demonstrations(full, family, meta.get("prompt_top_fraction", 0.2))
+        if context_dataset is None:
+            raise ConfigError("few-shot evaluation needs --context DATASET (e.g. "
+                              f"{family.name}-expert)")
+        missing = sorted(set(task_ids) - set(context_dataset.episode_tasks.tolist()))
+        if missing:
+            raise ConfigError(f"the context dataset has no episode of tasks {missing}")
+    if mode == "zero-shot" and algo == "dt":
+        raise ConfigError("a DT without prompt takes no context: use --mode none")
+    fragment_len = int(getattr(policy.model, "prompt_len", 0) if algo == "prompt-dt"
+                       else policy.spec["model_kwargs"].get("fragment_len", 20))
+    if target_return is None:
+        target_return = policy.default_target_return
+    result = evaluate_meta(policy, family, task_ids, rounds=rounds, mode=mode,
+                           context_dataset=context_dataset, fragment_len=fragment_len, seed=seed,
+                           target_return=target_return)
+    result.update(family=family.name, tasks=tasks, context=context)
+    return result

@@ -33,12 +33,8 @@ def train(algo: str, dataset: str, env: str | None = None, steps: int = 100_000,
     from seqrl.train.trainer import RunConfig, Trainer, seed_everything
 
     algo_cls = get_algorithm(algo)
-    if algo == "cmt":  # check --set before any data is loaded or made (meta-RL CMT's keys included)
-        from seqrl.algos.cmt_meta import MetaCMTConfig
-
-        apply_overrides(MetaCMTConfig(), list(overrides))
-    else:
-        apply_overrides(algo_cls.Config(), list(overrides))
+    # check --set before any data is loaded or made (with the meta-RL variants' extra keys)
+    apply_overrides(_meta_config(algo, algo_cls)(), list(overrides))
     if (stage is not None or from_dir is not None) and algo != "cmt":
         raise ConfigError("--stage and --from are for cmt, which trains in two stages")
     if stage not in (None, "representation", "improvement"):
@@ -46,14 +42,23 @@ def train(algo: str, dataset: str, env: str | None = None, steps: int = 100_000,
     if steps < 1:
         raise ConfigError(f"--steps must be positive, got {steps}")
     data = load_source(dataset, env=env, make_missing=True)  # the loaders reject NaN/inf
-    config_cls = algo_cls.Config
-    if data.episode_tasks is not None:
-        if algo != "cmt":
-            raise ConfigError(f"'{dataset}' is a multi-task (meta-RL) dataset: train cmt on it")
-        from seqrl.algos.cmt_meta import MetaCMTConfig
+    multi_task = data.episode_tasks is not None
+    if multi_task and algo not in META_ALGOS:
+        raise ConfigError(f"'{dataset}' is a multi-task (meta-RL) dataset: train one of "
+                          f"{', '.join(META_ALGOS)} on it")
+    if algo in META_ONLY and not multi_task:
+        raise ConfigError(f"{algo} is a meta-RL algorithm: it needs a multi-task dataset such as "
+                          f"point-robot or cheetah-vel (see `seqrl data list`)")
+    config = apply_overrides((_meta_config(algo, algo_cls) if multi_task else algo_cls.Config)(),
+                             list(overrides))
+    family = part = None
+    if multi_task:
+        from seqrl.algos.meta import training_part
 
-        config_cls = MetaCMTConfig
-    config = apply_overrides(config_cls(), list(overrides))
+        part, family = training_part(data)
+        user_keys = {o.partition("=")[0].strip() for o in overrides}
+        if hasattr(config, "return_scale") and "return_scale" not in user_keys:
+            config.return_scale = family.return_scale  # returns-to-go in the family's units
     env_id = data.env_id
     if env_id is not None:
         check_spaces(env_id, data.obs_dim, data.act_dim, "dataset")
@@ -62,6 +67,8 @@ def train(algo: str, dataset: str, env: str | None = None, steps: int = 100_000,
                           f"--env hopper), or --eval-episodes 0 to train without evaluation")
     if target_returns:
         targets = [float(t) for t in target_returns]
+    elif multi_task:  # no reference scores for task families: the best return in the training data
+        targets = [round(float(part.episode_returns.max()), 2)]
     else:
         targets = list(DEFAULT_TARGET_RETURNS.get(env_name(env_id), ())) if env_id else []
         if not targets and eval_episodes > 0 and getattr(config, "condition_on_returns", False):
@@ -81,5 +88,31 @@ def train(algo: str, dataset: str, env: str | None = None, steps: int = 100_000,
         return train_cmt(config, data, run, out, resume=resume, progress=progress, stage=stage,
                          from_dir=Path(from_dir) if from_dir is not None else None)
     seed_everything(seed)
-    algorithm = algo_cls(config, data, seed=seed, device=device)
+    if multi_task:
+        from seqrl.algos.dt_meta import MultiTaskDT, PromptDT, held_out_demonstrations
+
+        if algo == "prompt-dt":
+            demos = held_out_demonstrations(data, family, config.prompt_top_fraction)
+            algorithm = PromptDT(config, part, family, seed=seed, device=device, context_data=demos)
+        else:
+            algorithm = MultiTaskDT(config, part, family, seed=seed, device=device)
+    else:
+        algorithm = algo_cls(config, data, seed=seed, device=device)
     return Trainer(algorithm, run, out, resume=resume, progress=progress).fit()
+
+
+META_ALGOS = ("cmt", "dt", "prompt-dt")   # what trains on a multi-task dataset
+META_ONLY = ("prompt-dt",)                # what needs one
+
+
+def _meta_config(algo: str, algo_cls):
+    """The config class ``algo`` uses on a multi-task dataset."""
+    if algo == "cmt":
+        from seqrl.algos.cmt_meta import MetaCMTConfig
+
+        return MetaCMTConfig
+    if algo == "dt":
+        from seqrl.algos.dt_meta import MetaDTConfig
+
+        return MetaDTConfig
+    return algo_cls.Config

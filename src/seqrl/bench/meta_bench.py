@@ -1,0 +1,179 @@
+"""Offline meta-RL benchmark (issue 6, the CMT paper's Section 4.2 and Q4): held-out-task returns of
+meta CMT and the DT baselines on one multi-task dataset, several seeds, one budget.
+
+Per seed it trains (or reuses / resumes, as ``seqrl bench quality``) four runs in ``<runs>``:
+``cmt``, ``prompt-dt``, ``dt`` (multi-task, no context) and ``oracle-dt`` (dt with ``task_oracle``), then
+evaluates every run on the held-out tasks for ``rounds`` consecutive episodes per task:
+
+* CMT zero-shot (context buffer filled online; the per-round means are the adaptation curve), CMT
+  few-shot with medium and with expert context (the family's -medium / -expert datasets, made on first
+  use) and CMT without context (Q4's ordering: none < medium < expert);
+* Prompt-DT few-shot with expert and with medium prompts;
+* multi-task DT and oracle DT (no context).
+
+Every evaluation uses the same episode seeds. The table gives mean +- std over seeds of each run's mean
+held-out return; the figure draws the adaptation curves with the baselines as horizontal lines.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from seqrl.bench.machine import git_commit, machine_info, write_result
+
+RUNS = (("cmt", "cmt", []), ("prompt-dt", "prompt-dt", []), ("dt", "dt", []),
+        ("oracle-dt", "dt", ["task_oracle=true"]))
+
+
+def protocols(dataset: str) -> list[tuple[str, str, str, str | None]]:
+    """(row label, run label, mode, context dataset) of every evaluation."""
+    medium, expert = f"{dataset}-medium", f"{dataset}-expert"
+    return [("CMT zero-shot", "cmt", "zero-shot", None),
+            ("CMT few-shot, expert context", "cmt", "few-shot", expert),
+            ("CMT few-shot, medium context", "cmt", "few-shot", medium),
+            ("CMT without context", "cmt", "none", None),
+            ("Prompt-DT few-shot, expert prompt", "prompt-dt", "few-shot", expert),
+            ("Prompt-DT few-shot, medium prompt", "prompt-dt", "few-shot", medium),
+            ("DT without context (multi-task)", "dt", "none", None),
+            ("oracle DT (true task parameter)", "oracle-dt", "none", None)]
+
+
+def run_meta_bench(dataset: str, seeds, steps: int, rounds: int = 3, overrides=None,
+                   runs: str = "runs/meta", out_dir: str | None = "benchmarks/results",
+                   name: str | None = None, command: str = "", progress: bool = True) -> dict:
+    from seqrl.eval.meta import evaluate_meta_policy
+    from seqrl.policy import Policy
+    from seqrl.train import train
+
+    overrides = overrides or {}
+    name = name or f"meta-{dataset}"
+    evals: dict[str, list[dict]] = {}
+    trained: dict[str, list[dict]] = {}
+    for seed in seeds:
+        for label, algo, settings in RUNS:
+            settings = settings + list(overrides.get("all", [])) + list(overrides.get(label, []))
+            if label == "oracle-dt":
+                settings += list(overrides.get("dt", []))
+            run_dir = Path(runs) / f"{label}-{dataset}-s{seed}"
+            summary_file = run_dir / "summary.json"
+            summary = json.loads(summary_file.read_text()) if summary_file.exists() else None
+            if summary is None or summary.get("representation", summary)["steps"] != steps:
+                resume = any((run_dir / sub / "checkpoints" / "last.pt").exists()
+                             for sub in ("", "representation"))
+                summary = train(algo, dataset, steps=steps, seed=seed, out=run_dir,
+                                eval_every=0, eval_episodes=1, overrides=settings, progress=progress,
+                                resume=resume)
+            rep = summary.get("representation")
+            trained.setdefault(label, []).append({
+                "seed": seed, "run_dir": str(run_dir), "settings": settings,
+                "train_updates_per_s": (rep or summary)["train_updates_per_s"],
+                "elapsed_s": summary["elapsed_s"] + (rep["elapsed_s"] if rep else 0.0)})
+        for row, label, mode, context in protocols(dataset):
+            policy = Policy.load(Path(runs) / f"{label}-{dataset}-s{seed}")
+            ev = evaluate_meta_policy(policy, mode=mode, rounds=rounds, context=context,
+                                      seed=1_000_000 + seed)
+            evals.setdefault(row, []).append({
+                "seed": seed, "return_mean": ev["return_mean"], "curve": ev["curve"],
+                "per_task": [(t["task"], t["return_mean"]) for t in ev["per_task"]],
+                "target_return": ev["target_return"]})
+            print(f"{dataset} seed {seed} {row}: {ev['return_mean']:.2f} (per episode "
+                  f"{', '.join(f'{x:.2f}' for x in ev['curve'])})", flush=True)
+    rows = []
+    for row, label, mode, context in protocols(dataset):
+        per_seed = evals[row]
+        means = np.array([e["return_mean"] for e in per_seed])
+        curves = np.array([e["curve"] for e in per_seed])
+        rows.append({"protocol": row, "run": label, "mode": mode, "context": context,
+                     "return_mean": float(means.mean()), "return_std": float(means.std()),
+                     "curve_mean": curves.mean(0).tolist(), "seeds": per_seed})
+    data_returns = _data_returns(dataset)
+    result = {"benchmark": name, "dataset": dataset, "command": command, "commit": git_commit(),
+              "machine": machine_info(), "budget_updates": steps, "rounds": rounds,
+              "seeds": list(seeds), "runs": trained, "rows": rows, "data_returns": data_returns,
+              "goals": _goals(rows)}
+    markdown = _markdown(result)
+    if out_dir:
+        write_result(out_dir, name, result, markdown)
+        _plot(result, Path(out_dir) / f"{name}.png")
+    print(markdown)
+    return result
+
+
+def _data_returns(dataset: str) -> dict:
+    """Mean held-out-task episode return of each quality level's dataset (what the contexts show)."""
+    from seqrl.algos.meta import training_part
+    from seqrl.data.sources import load_source
+
+    out = {}
+    for level in ("", "-medium", "-expert"):
+        data = load_source(dataset + level, make_missing=True)
+        _, family = training_part(data)
+        test = np.isin(data.episode_tasks, family.test_ids)
+        out[dataset + level] = float(data.episode_returns[test].mean())
+    return out
+
+
+def _goals(rows: list[dict]) -> dict:
+    by = {r["protocol"]: r["return_mean"] for r in rows}
+    return {
+        "cmt_zero_shot_ge_prompt_dt_few_shot": by["CMT zero-shot"] >= by["Prompt-DT few-shot, expert prompt"],
+        "q4_none_lt_medium_lt_expert": (by["CMT without context"] < by["CMT few-shot, medium context"]
+                                        < by["CMT few-shot, expert context"]),
+    }
+
+
+def _markdown(r: dict) -> str:
+    m = r["machine"]
+    lines = [f"# Offline meta-RL on {r['dataset']} ({r['budget_updates']} updates per stage)", "",
+             f"`{r['command']}` at commit `{r['commit']}` on {m.get('gpu') or m['cpu']} "
+             f"({m['cores_allowed']} cores allowed). Seeds {r['seeds']}; held-out tasks, {r['rounds']} "
+             f"consecutive episodes per task; return = mean over tasks and episodes, then mean +- std "
+             f"over seeds.", "",
+             "| protocol | held-out return | per seed | per episode (mean over seeds) |",
+             "|---|---|---|---|"]
+    for row in r["rows"]:
+        seeds = ", ".join(f"{s['return_mean']:.2f}" for s in row["seeds"])
+        curve = ", ".join(f"{x:.2f}" for x in row["curve_mean"])
+        lines.append(f"| {row['protocol']} | **{row['return_mean']:.2f} +- {row['return_std']:.2f}** | "
+                     f"{seeds} | {curve} |")
+    lines += ["", "Held-out tasks' mean episode return in the data: " +
+              ", ".join(f"{k} {v:.2f}" for k, v in r["data_returns"].items()) + ".", "",
+              "Goals: " + ", ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in r["goals"].items()) + ".",
+              "", "| run | settings | updates/s | wall time per seed |", "|---|---|---|---|"]
+    for label, per_seed in r["runs"].items():
+        ups = np.mean([s["train_updates_per_s"] for s in per_seed])
+        wall = np.mean([s["elapsed_s"] for s in per_seed])
+        lines.append(f"| {label} | {' '.join(per_seed[0]['settings']) or 'defaults'} | {ups:.1f} | "
+                     f"{wall / 60:.1f} min |")
+    return "\n".join(lines) + "\n"
+
+
+def _plot(r: dict, path: Path) -> None:
+    """Adaptation curves: return per episode collected online in a held-out task."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    episodes = np.arange(1, r["rounds"] + 1)
+    for row in r["rows"]:
+        curve = np.array(row["curve_mean"])
+        if row["mode"] == "zero-shot":
+            ax.plot(episodes, curve, marker="o", lw=2, label=row["protocol"])
+        else:
+            ax.plot(episodes, curve, ls="--", lw=1, label=row["protocol"])
+    ax.set_xlabel("episode in the held-out task")
+    ax.set_ylabel("return (mean over tasks and seeds)")
+    ax.set_title(f"{r['dataset']}: adaptation on held-out tasks")
+    ax.set_xticks(episodes)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
