@@ -66,8 +66,13 @@ class DecisionTransformerAlgorithm(Algorithm):
                                  dropout=config.dropout, activation=config.activation,
                                  max_timestep=config.max_timestep,
                                  timestep_embedding=config.timestep_embedding,
-                                 condition_on_returns=config.condition_on_returns)
+                                 condition_on_returns=config.condition_on_returns,
+                                 **self.model_extras())
         self.model = DecisionTransformer(**self.model_kwargs).to(self.device)
+
+    def model_extras(self) -> dict:
+        """Further DecisionTransformer arguments of a variant (Prompt-DT: its prompt length)."""
+        return {}
 
     def loss(self):
         batch = self.sampler.sample().to_torch(self.device)

@@ -29,6 +29,7 @@ import numpy as np
 
 from seqrl.algos.dt import DecisionTransformerAlgorithm, DTConfig
 from seqrl.algos.meta import TaskIndex, best_per_task, meta_spec, with_task_vectors
+from seqrl.errors import ConfigError
 
 
 @dataclass
@@ -81,18 +82,15 @@ class PromptDT(DecisionTransformerAlgorithm):
     def __init__(self, config: PromptDTConfig, dataset, family, seed: int = 0, device="cpu",
                  context_data=None):
         if config.prompt_len < 1:
-            from seqrl.errors import ConfigError
-
             raise ConfigError(f"prompt_len must be at least 1, got {config.prompt_len}")
         self.family = family
         self.context_data = context_data
         super().__init__(config, dataset, seed, device)
         self.demonstrations = best_per_task(dataset, config.prompt_top_fraction)
         self.prompt_index = TaskIndex(dataset.episode_tasks, allowed=self.demonstrations)
-        self.model_kwargs["prompt_len"] = config.prompt_len
-        from seqrl.models import DecisionTransformer
 
-        self.model = DecisionTransformer(**self.model_kwargs).to(self.device)
+    def model_extras(self) -> dict:
+        return {"prompt_len": self.config.prompt_len}
 
     def prompts(self, episodes: np.ndarray) -> dict:
         """A K*-step fragment of a demonstration of each episode's task (model units)."""
