@@ -194,3 +194,24 @@ def test_tiny_baseline_runs_and_meta_eval_cli(point_policies, tmp_path, capsys):
         assert main(argv) != 0
         err = capsys.readouterr().err
         assert err.startswith("error: ") and message in err and err.count("\n") == 1
+
+
+def test_bench_meta_tiny_trains_evaluates_and_reuses(point_policies, tmp_path):
+    from seqrl.bench.meta_bench import protocols, run_meta_bench
+
+    for name, steps in (("point-robot", 3000), ("point-robot-medium", 1000), ("point-robot-expert", 1000)):
+        assert main(["data", "make", name, "--steps", str(steps), "--no-progress"]) == 0
+    tiny = [f"{k}={v}" for k, v in TINY.items()]
+    cmt = ["fragment_len=5", "prompt_len=2", "encoder_layers=1", "improve_steps=2", "relabel_states=4",
+           "plan_horizon=2", "beam_width=2", "plan_candidates=2"]
+    kwargs = dict(seeds=[0], steps=3, rounds=2, overrides={"all": tiny, "cmt": cmt},
+                  runs=str(tmp_path / "runs"), out_dir=str(tmp_path / "out"), progress=False)
+    result = run_meta_bench("point-robot", **kwargs)
+    assert [r["protocol"] for r in result["rows"]] == [p[0] for p in protocols("point-robot")]
+    assert all(len(r["curve_mean"]) == 2 and np.isfinite(r["return_mean"]) for r in result["rows"])
+    assert (tmp_path / "out" / "meta-point-robot.png").stat().st_size > 0
+    oracle = json.loads((tmp_path / "runs" / "oracle-dt-point-robot-s0" / "config.json").read_text())
+    assert oracle["algo"]["task_oracle"] is True
+    stamp = (tmp_path / "runs" / "dt-point-robot-s0" / "summary.json").stat().st_mtime_ns
+    run_meta_bench("point-robot", **kwargs)                 # finished runs are reused, not retrained
+    assert (tmp_path / "runs" / "dt-point-robot-s0" / "summary.json").stat().st_mtime_ns == stamp

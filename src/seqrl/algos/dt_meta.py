@@ -60,11 +60,7 @@ class MultiTaskDT(DecisionTransformerAlgorithm):
 
     def evaluate_policy(self, policy, run) -> list[dict]:
         """The held-out tasks, ``run.eval_episodes`` episodes each, without context."""
-        from seqrl.eval.meta import evaluate_meta
-
-        return [evaluate_meta(policy, self.family, self.family.test_ids, rounds=run.eval_episodes,
-                              mode="none", seed=run.seed + 1_000_000, target_return=target)
-                for target in (run.target_returns or [None])]
+        return held_out_evals(policy, self.family, run, mode="none")
 
     def policy_spec(self) -> dict:
         spec = super().policy_spec()
@@ -110,19 +106,23 @@ class PromptDT(DecisionTransformerAlgorithm):
     def evaluate_policy(self, policy, run) -> list[dict]:
         """Few-shot on the held-out tasks: prompts from their best episodes in ``context_data``
         (without such data, mode "none": an empty prompt)."""
-        from seqrl.eval.meta import evaluate_meta
-
         mode = "few-shot" if self.context_data is not None else "none"
-        return [evaluate_meta(policy, self.family, self.family.test_ids, rounds=run.eval_episodes,
-                              mode=mode, context_dataset=self.context_data,
-                              fragment_len=self.config.prompt_len, seed=run.seed + 1_000_000,
-                              target_return=target)
-                for target in (run.target_returns or [None])]
+        return held_out_evals(policy, self.family, run, mode=mode, context_dataset=self.context_data,
+                              fragment_len=self.config.prompt_len)
 
     def policy_spec(self) -> dict:
         spec = super().policy_spec()
         spec["meta"] = meta_spec(self.family, prompt_top_fraction=self.config.prompt_top_fraction)
         return spec
+
+
+def held_out_evals(policy, family, run, **protocol) -> list[dict]:
+    """``evaluate_meta`` on the held-out tasks, ``run.eval_episodes`` episodes each, per target return."""
+    from seqrl.eval.meta import evaluate_meta
+
+    return [evaluate_meta(policy, family, family.test_ids, rounds=run.eval_episodes,
+                          seed=run.seed + 1_000_000, target_return=target, **protocol)
+            for target in (run.target_returns or [None])]
 
 
 def held_out_demonstrations(dataset, family, fraction: float):

@@ -17,12 +17,12 @@ held-out return; the figure draws the adaptation curves with the baselines as ho
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from seqrl.bench.machine import git_commit, machine_info, write_result
+from seqrl.bench.quality import train_or_reuse
 
 RUNS = (("cmt", "cmt", []), ("prompt-dt", "prompt-dt", []), ("dt", "dt", []),
         ("oracle-dt", "dt", ["task_oracle=true"]))
@@ -46,7 +46,6 @@ def run_meta_bench(dataset: str, seeds, steps: int, rounds: int = 3, overrides=N
                    name: str | None = None, command: str = "", progress: bool = True) -> dict:
     from seqrl.eval.meta import evaluate_meta_policy
     from seqrl.policy import Policy
-    from seqrl.train import train
 
     overrides = overrides or {}
     name = name or f"meta-{dataset}"
@@ -55,17 +54,9 @@ def run_meta_bench(dataset: str, seeds, steps: int, rounds: int = 3, overrides=N
     for seed in seeds:
         for label, algo, settings in RUNS:
             settings = settings + list(overrides.get("all", [])) + list(overrides.get(label, []))
-            if label == "oracle-dt":
-                settings += list(overrides.get("dt", []))
             run_dir = Path(runs) / f"{label}-{dataset}-s{seed}"
-            summary_file = run_dir / "summary.json"
-            summary = json.loads(summary_file.read_text()) if summary_file.exists() else None
-            if summary is None or summary.get("representation", summary)["steps"] != steps:
-                resume = any((run_dir / sub / "checkpoints" / "last.pt").exists()
-                             for sub in ("", "representation"))
-                summary = train(algo, dataset, steps=steps, seed=seed, out=run_dir,
-                                eval_every=0, eval_episodes=1, overrides=settings, progress=progress,
-                                resume=resume)
+            summary = train_or_reuse(run_dir, algo, dataset, steps=steps, seed=seed, eval_every=0,
+                                     eval_episodes=1, overrides=settings, progress=progress)
             rep = summary.get("representation")
             trained.setdefault(label, []).append({
                 "seed": seed, "run_dir": str(run_dir), "settings": settings,

@@ -34,12 +34,24 @@ def _time_to_score(run_dir: Path, threshold: float) -> dict | None:
     return None
 
 
+def train_or_reuse(run_dir: Path, algo: str, dataset: str, steps: int, **train_kwargs) -> dict:
+    """The summary of the run in ``run_dir``: reused when it finished with ``steps`` updates, else
+    trained (resumed when a checkpoint is there) with ``seqrl.train.train``."""
+    from seqrl.train import train
+
+    summary_file = run_dir / "summary.json"
+    summary = json.loads(summary_file.read_text()) if summary_file.exists() else None
+    if summary is not None and summary.get("representation", summary)["steps"] == steps:
+        return summary
+    resume = any((run_dir / sub / "checkpoints" / "last.pt").exists() for sub in ("", "representation"))
+    return train(algo, dataset, steps=steps, out=run_dir, resume=resume, **train_kwargs)
+
+
 def run_quality(algos, datasets, seeds, steps: int, eval_every: int, eval_episodes: int,
                 overrides: dict[str, list[str]], runs: str = "runs/quality", score_threshold: float = 50.0,
                 out_dir: str | None = "benchmarks/results", name: str = "quality", command: str = "",
                 progress: bool = True) -> dict:
     from seqrl.algos.cmt import IMPROVEMENT_ONLY_SETTINGS
-    from seqrl.train import train
 
     rows = []
     for dataset in datasets:
@@ -54,18 +66,12 @@ def run_quality(algos, datasets, seeds, steps: int, eval_every: int, eval_episod
             per_seed, without_pt = [], []
             for seed in seeds:
                 run_dir = Path(runs) / f"{label}-{dataset}-s{seed}"
-                summary_file = run_dir / "summary.json"
-                summary = json.loads(summary_file.read_text()) if summary_file.exists() else None
-                if summary is None or summary.get("representation", summary)["steps"] != steps:
-                    kwargs = {}
-                    if reuse:  # the improvement stage alone, from plain cmt's representation stage
-                        kwargs = dict(stage="improvement", from_dir=Path(runs) / f"cmt-{dataset}-s{seed}")
-                    summary = train(algo, dataset, steps=steps, seed=seed, out=run_dir,
-                                    eval_every=eval_every, eval_episodes=eval_episodes,
-                                    overrides=settings, progress=progress,
-                                    resume=(run_dir / "checkpoints" / "last.pt").exists() or
-                                    (run_dir / "representation" / "checkpoints" / "last.pt").exists(),
-                                    **kwargs)
+                kwargs = {}
+                if reuse:  # the improvement stage alone, from plain cmt's representation stage
+                    kwargs = dict(stage="improvement", from_dir=Path(runs) / f"cmt-{dataset}-s{seed}")
+                summary = train_or_reuse(run_dir, algo, dataset, steps=steps, seed=seed,
+                                         eval_every=eval_every, eval_episodes=eval_episodes,
+                                         overrides=settings, progress=progress, **kwargs)
                 per_seed.append(_seed_row(summary["eval"], summary, seed, settings, run_dir,
                                           score_threshold))
                 if summary.get("eval_without_prompt_tuning"):
