@@ -186,6 +186,8 @@ def _print_eval(evals: list[dict]) -> None:
                  f", normalised {ev['normalized_score_mean']:.1f} +- {ev['normalized_score_std']:.1f}")
         print(f"eval {target}return {ev['return_mean']:.1f} +- {ev['return_std']:.1f}{score} "
               f"({len(ev['returns'])} episodes, {ev['env_steps']} steps, {ev['seconds']:.1f} s)")
+        if ev.get("video"):
+            print(f"  video of the first episode: {ev['video']}")
         if ev.get("per_task"):
             curve = ", ".join(f"{x:.1f}" for x in ev["curve"])
             which = "training" if ev.get("tasks") == "train" else "held-out"
@@ -200,7 +202,13 @@ def cmd_eval(args) -> int:
     from seqrl.policy import Policy
 
     overrides = {} if args.keep is None else {"eval_keep": args.keep}
+    if args.video is not None:
+        from seqrl.eval.video import check_video_path
+
+        check_video_path(args.video)
     policy = Policy.load(args.run, **overrides)
+    if policy.spec.get("meta") and args.video is not None:
+        raise SeqrlError("--video is for single-task runs (meta-RL evaluations run many tasks)")
     if policy.spec.get("meta"):  # meta-RL: held-out tasks, context by protocol (seqrl.eval.meta)
         from seqrl.eval.meta import evaluate_meta_policy
 
@@ -225,7 +233,9 @@ def cmd_eval(args) -> int:
     if not getattr(policy.model, "condition_on_returns", False):
         targets = []
     evals = evaluate_targets(policy, env_id, args.episodes, targets, seed=args.seed,
-                             reference=tuple(ref) if ref else None)
+                             reference=tuple(ref) if ref else None, video=args.video)
+    if args.video is not None and evals[0].get("video_failure"):
+        print(f"warning: no video: {evals[0]['video_failure']}", file=sys.stderr)
     if args.json:
         print(json.dumps(evals[0] if len(evals) == 1 else evals))
     else:
@@ -446,6 +456,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="steps kept when the DT context window is full (default K//2; K-1 recomputes "
                          "the last K steps every step, as the reference implementation)")
     ev.add_argument("--json", action="store_true", help="print JSON")
+    ev.add_argument("--video", default=None, metavar="FILE",
+                    help="record the first episode to FILE (.gif, or .mp4 with pip install "
+                         "'seqrl[video]'); needs offscreen OpenGL (EGL or OSMesa on a headless machine)")
     ev.add_argument("--mode", choices=("zero-shot", "few-shot", "none"), default=None,
                     help="meta-RL runs: where the context comes from (default: cmt zero-shot, "
                          "prompt-dt few-shot, dt none); --episodes is then episodes per task")
@@ -555,6 +568,9 @@ def main(argv: list[str] | None = None) -> int:
             sub = {"data": "data", "bench": "bench", "viz": "viz"}.get(getattr(args, "command", None) or "")
             raise UsageError(f"missing {'subcommand for ' + sub if sub else 'command'} "
                              f"(see `seqrl {sub + ' ' if sub else ''}--help`)")
+        from seqrl.envs.registry import check_mujoco_gl
+
+        check_mujoco_gl()
         return int(args.func(args) or 0)
     except SeqrlError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -58,10 +58,12 @@ def make_env(env: str, seed: int | None = None, **kwargs):
     return instance
 
 
-def make_vec_env(env: str, num_envs: int, seed: int | None = None, asynchronous: bool = False, **kwargs):
+def make_vec_env(env: str, num_envs: int, seed: int | None = None, asynchronous: bool = False,
+                 render_first: bool = False, **kwargs):
     """``num_envs`` copies in a gymnasium vector environment; copy i is seeded with ``seed + i``.
 
     Synchronous by default: MuJoCo steps are tens of microseconds, cheaper than inter-process traffic.
+    ``render_first`` makes copy 0 render ``rgb_array`` frames (``vec.envs[0].render()``, for a video).
     """
     import gymnasium as gym
 
@@ -69,11 +71,31 @@ def make_vec_env(env: str, num_envs: int, seed: int | None = None, asynchronous:
     if env_id.startswith("seqrl/"):
         import seqrl.envs.tasks  # noqa: F401  (registers the task environments)
     fns = [lambda: gym.make(env_id, **kwargs) for _ in range(num_envs)]
+    if render_first:
+        fns[0] = lambda: gym.make(env_id, render_mode="rgb_array", **kwargs)
     vec = gym.vector.AsyncVectorEnv(fns) if asynchronous else gym.vector.SyncVectorEnv(fns)
     if seed is not None:
         vec.reset(seed=seed)
         vec.action_space.seed(seed)
     return vec
+
+
+def check_mujoco_gl() -> None:
+    """ConfigError if ``MUJOCO_GL`` names an OpenGL backend this machine lacks: MuJoCo then fails at
+    import, so every MuJoCo environment would (``egl`` or ``osmesa`` need their system libraries)."""
+    import os
+
+    backend = os.environ.get("MUJOCO_GL")
+    if not backend:
+        return
+    try:
+        import mujoco  # noqa: F401
+    except Exception as exc:  # noqa: BLE001 - OpenGL loaders fail with assorted exception types
+        from seqrl.errors import ConfigError
+
+        detail = " ".join(str(exc).split())[:120]
+        raise ConfigError(f"MuJoCo cannot start with MUJOCO_GL={backend} ({type(exc).__name__}: {detail}); "
+                          f"unset it, or install that OpenGL backend") from None
 
 
 def check_spaces(env: str, obs_dim: int, act_dim: int, what: str) -> None:
