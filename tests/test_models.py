@@ -79,3 +79,53 @@ def test_weight_decay_groups_cover_every_parameter_once():
     assert len(ids) == len(set(ids)) == len(list(model.parameters()))
     assert all(p.dim() == 2 for p in decay["params"])
     assert any(p is model.embed_time.weight for p in no_decay["params"])
+
+
+def test_cpu_dropout_rate_scale_seed_and_gradient():
+    from seqrl.models.gpt import dropout
+
+    x = torch.ones(1_000_000, requires_grad=True)
+    torch.manual_seed(0)
+    y = dropout(x, 0.1, training=True)
+    p_eff = round(0.1 * 65536) / 65536
+    dropped = float((y == 0).float().mean())
+    assert abs(dropped - p_eff) < 5 * (p_eff * (1 - p_eff) / x.numel()) ** 0.5
+    assert torch.all((y == 0) | (y == 1 / (1 - p_eff)))           # kept elements scaled exactly
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, y.detach())                  # gradient = mask * scale
+    torch.manual_seed(0)
+    assert torch.equal(dropout(x.detach(), 0.1, training=True), y.detach())   # seeded like torch
+    odd = torch.randn(3, 5, 7)                                       # numel not a multiple of 4
+    assert dropout(odd, 0.5, training=True).shape == odd.shape
+    assert dropout(odd, 0.1, training=False) is odd and dropout(odd, 0.0, training=True) is odd
+    assert torch.equal(dropout(odd, 1.0, training=True), torch.zeros_like(odd))
+
+
+def test_attention_with_dropout_is_masked_softmax_with_dropped_weights():
+    from seqrl.models.gpt import attention, dropout
+
+    g = torch.Generator().manual_seed(1)
+    q, k, v = (torch.randn(2, 2, 5, 8, generator=g) for _ in range(3))
+    mask = torch.ones(5, 5).tril().bool()
+    torch.testing.assert_close(attention(q, k, v, mask, 0.0),
+                               torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True))
+    torch.manual_seed(3)
+    got = attention(q, k, v, mask, 0.2)
+    weights = ((q @ k.transpose(-1, -2)) / 8 ** 0.5).masked_fill(~mask, float("-inf")).softmax(-1)
+    torch.manual_seed(3)
+    torch.testing.assert_close(got, dropout(weights, 0.2, True) @ v)
+
+
+def test_gpt_in_training_is_causal_and_seeded():
+    torch.manual_seed(0)
+    gpt = GPT(embed_dim=16, num_layers=2, num_heads=2, dropout=0.3).train()
+    x = torch.randn(2, 6, 16)
+    y = x.clone()
+    y[:, 4:] = torch.randn(2, 2, 16)
+    torch.manual_seed(5)
+    out_x = gpt(x)
+    torch.manual_seed(5)
+    out_y = gpt(y)
+    torch.testing.assert_close(out_x[:, :4], out_y[:, :4])          # same masks, no peeking ahead
+    assert not torch.allclose(out_x[:, 4:], out_y[:, 4:])
+    assert not torch.allclose(gpt(x), out_x)                        # a new draw, new masks
