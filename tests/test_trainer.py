@@ -209,3 +209,4 @@ def test_bench_quality_and_eval_small(hopper_file, tmp_path, capsys):
     ev = run_eval_bench(episodes=2, sequential_steps=20, out_dir=str(tmp_path))
     assert ev["runs"]["seqrl"]["env_steps"] == 2000   # HalfCheetah episodes never end early
     assert ev["speedup_vs_sequential"] > 0 and (tmp_path / "eval.json").exists()
+    assert ev["raw_env_step_us"] > 0 and ev["raw_env_step_random_actions_us"] > 0

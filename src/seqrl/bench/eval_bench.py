@@ -2,7 +2,10 @@
 
 Three ways to evaluate, measured in the same run on HalfCheetah-v5 (episodes always last 1000 steps,
 so every way does the same amount of environment work):
-  * raw: the same vector environment stepped with random actions (no model) - the floor;
+  * raw: the same vector environment stepped without a model - the floor. Twice: with uniform random
+    actions, and replaying the actions seqrl's evaluation took from the same starts, which repeats its
+    physics exactly (a MuJoCo step costs more or less with the contacts the actions lead to; the result
+    records both). The replay is the floor the target compares with;
   * seqrl: ``seqrl.eval.evaluate`` with N episodes in parallel, one batched forward per step with the
     KV cache (default context rule, and the reference rule eval_keep = K - 1);
   * sequential full context: one environment, the last K steps re-encoded by a full forward at every
@@ -24,19 +27,41 @@ from seqrl.bench.machine import git_commit, machine_info, write_result
 TARGETS = {"seqrl_vs_raw_step": 2.0, "speedup_vs_sequential": 8.0}
 
 
-def _raw_step_seconds(env_id: str, num_envs: int, steps: int, seed: int) -> float:
+def _raw_step_seconds(env_id: str, num_envs: int, steps: int, seed: int, actions=None) -> float:
+    """Wall time per environment step of the vector environment alone, reset with ``seed``, driven by
+    ``actions`` (steps, num_envs, act_dim), or by uniform random actions."""
     from seqrl.envs.registry import make_vec_env
 
     vec = make_vec_env(env_id, num_envs)
     vec.reset(seed=seed)
-    rng = np.random.default_rng(seed)
-    actions = rng.uniform(-1, 1, (steps, num_envs) + vec.single_action_space.shape).astype(np.float32)
+    if actions is None:
+        rng = np.random.default_rng(seed)
+        actions = rng.uniform(-1, 1, (steps, num_envs) + vec.single_action_space.shape).astype(np.float32)
     start = time.perf_counter()
     for t in range(steps):
         vec.step(actions[t])
     elapsed = time.perf_counter() - start
     vec.close()
     return elapsed / (steps * num_envs)
+
+
+class _Recording:
+    """A policy that passes everything to ``policy`` and keeps the actions it returns."""
+
+    def __init__(self, policy):
+        self.policy, self.actions = policy, []
+
+    def reset(self, *args, **kwargs):
+        self.actions = []
+        self.policy.reset(*args, **kwargs)
+
+    def act(self, obs, reward):
+        action = self.policy.act(obs, reward)
+        self.actions.append(action)
+        return action
+
+    def select(self, rows):
+        self.policy.select(rows)
 
 
 def _sequential_full_context_seconds(model, env_id: str, steps: int, seed: int) -> float:
@@ -75,13 +100,17 @@ def run_eval_bench(episodes: int = 40, env_id: str = "HalfCheetah-v5", sequentia
     torch.manual_seed(seed)
     model = DecisionTransformer(obs_dim, act_dim).eval()   # DT paper size: K=20, 128 dims, 3 layers
     spec = {"obs_mean": [0.0] * obs_dim, "obs_std": [1.0] * obs_dim, "return_scale": 1000.0}
-    raw = _raw_step_seconds(env_id, episodes, 1000, seed)
+    raw_random = _raw_step_seconds(env_id, episodes, 1000, seed)
     results = {}
     for name, keep in (("seqrl", None), ("seqrl_reference_window", model.context_len - 1)):
-        policy = Policy(model, {**spec, "eval_keep": keep})
+        policy = _Recording(Policy(model, {**spec, "eval_keep": keep}))
         ev = evaluate(policy, env_id, episodes, target_return=6000.0, seed=seed)
+        if min(ev["episode_lengths"]) != 1000:
+            raise RuntimeError("the evaluation cost benchmark needs episodes that never end early")
         results[name] = {"seconds": ev["seconds"], "env_steps": ev["env_steps"],
                          "seconds_per_env_step": ev["seconds"] / ev["env_steps"]}
+        if name == "seqrl":
+            raw = _raw_step_seconds(env_id, episodes, 1000, seed, actions=np.stack(policy.actions))
     sequential = _sequential_full_context_seconds(model, env_id, sequential_steps, seed)
     per_step = results["seqrl"]["seconds_per_env_step"]
     result = {
@@ -89,6 +118,7 @@ def run_eval_bench(episodes: int = 40, env_id: str = "HalfCheetah-v5", sequentia
         "torch_threads": torch.get_num_threads(), "env": env_id, "episodes": episodes, "seed": seed,
         "model": "DecisionTransformer K=20, 128 dims, 3 layers, 1 head (random weights)",
         "raw_env_step_us": raw * 1e6,
+        "raw_env_step_random_actions_us": raw_random * 1e6,
         "seqrl_env_step_us": per_step * 1e6,
         "seqrl_reference_window_env_step_us": results["seqrl_reference_window"]["seconds_per_env_step"] * 1e6,
         "sequential_full_context_step_us": sequential * 1e6,
@@ -114,11 +144,13 @@ def _markdown(r: dict) -> str:
 
 | way of evaluating | wall time per environment step |
 |---|---|
-| raw vector-environment step, random actions (no model) | {r['raw_env_step_us']:.1f} us |
+| raw vector-environment step, uniform random actions (no model) | {r['raw_env_step_random_actions_us']:.1f} us |
+| raw vector-environment step, replaying seqrl's actions (no model; the same physics) | {r['raw_env_step_us']:.1f} us |
 | seqrl, {r['episodes']} in parallel, KV cache (default context rule) | {r['seqrl_env_step_us']:.1f} us |
 | seqrl, {r['episodes']} in parallel, reference window (eval_keep = K-1) | {r['seqrl_reference_window_env_step_us']:.1f} us |
 | sequential full context (one env, window re-encoded each step; {r['sequential_steps_measured']} steps) | {r['sequential_full_context_step_us']:.1f} us |
 
-- seqrl / raw step: **{r['seqrl_vs_raw_step']:.2f}x** (target <= {r['targets']['seqrl_vs_raw_step']}x)
+- seqrl / raw step (replayed actions): **{r['seqrl_vs_raw_step']:.2f}x** (target <= {r['targets']['seqrl_vs_raw_step']}x);
+  against uniform random actions {r['seqrl_env_step_us'] / r['raw_env_step_random_actions_us']:.2f}x
 - speed-up over sequential full context: **{r['speedup_vs_sequential']:.1f}x** (target >= {r['targets']['speedup_vs_sequential']}x)
 """
