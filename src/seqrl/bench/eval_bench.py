@@ -5,7 +5,8 @@ so every way does the same amount of environment work):
   * raw: the same vector environment stepped without a model - the floor. Twice: with uniform random
     actions, and replaying the actions seqrl's evaluation took from the same starts, which repeats its
     physics exactly (a MuJoCo step costs more or less with the contacts the actions lead to; the result
-    records both). The replay is the floor the target compares with;
+    records both). The replay is the floor the target compares with. Both raw timings include making and
+    resetting the environments, as seqrl's evaluation time does;
   * seqrl: ``seqrl.eval.evaluate`` with N episodes in parallel, one batched forward per step with the
     KV cache (default context rule, and the reference rule eval_keep = K - 1);
   * sequential full context: one environment, the last K steps re-encoded by a full forward at every
@@ -29,15 +30,16 @@ TARGETS = {"seqrl_vs_raw_step": 2.0, "speedup_vs_sequential": 8.0}
 
 def _raw_step_seconds(env_id: str, num_envs: int, steps: int, seed: int, actions=None) -> float:
     """Wall time per environment step of the vector environment alone, reset with ``seed``, driven by
-    ``actions`` (steps, num_envs, act_dim), or by uniform random actions."""
-    from seqrl.envs.registry import make_vec_env
+    ``actions`` (steps, num_envs, act_dim), or by uniform random actions. Like ``evaluate``'s seconds it
+    includes making and resetting the environments."""
+    from seqrl.envs.registry import env_spaces, make_vec_env
 
-    vec = make_vec_env(env_id, num_envs)
-    vec.reset(seed=seed)
     if actions is None:
         rng = np.random.default_rng(seed)
-        actions = rng.uniform(-1, 1, (steps, num_envs) + vec.single_action_space.shape).astype(np.float32)
+        actions = rng.uniform(-1, 1, (steps, num_envs, env_spaces(env_id)[1])).astype(np.float32)
     start = time.perf_counter()
+    vec = make_vec_env(env_id, num_envs)
+    vec.reset(seed=seed)
     for t in range(steps):
         vec.step(actions[t])
     elapsed = time.perf_counter() - start
