@@ -210,3 +210,58 @@ def test_bench_quality_and_eval_small(hopper_file, tmp_path, capsys):
     assert ev["runs"]["seqrl"]["env_steps"] == 2000   # HalfCheetah episodes never end early
     assert ev["speedup_vs_sequential"] > 0 and (tmp_path / "eval.json").exists()
     assert ev["raw_env_step_us"] > 0 and ev["raw_env_step_random_actions_us"] > 0
+
+
+class FakeWandb:
+    """Stands in for the wandb package: records what the trainer sends it."""
+
+    def __init__(self):
+        self.inits, self.logged, self.finished = [], [], 0
+
+    def init(self, **kwargs):
+        self.inits.append(kwargs)
+        return self
+
+    def log(self, row, step):
+        self.logged.append((step, dict(row)))
+
+    def finish(self):
+        self.finished += 1
+
+
+def test_wandb_gets_every_metrics_row_and_a_resume_keeps_its_run(hopper_file, tmp_path, monkeypatch):
+    import importlib.util
+    import sys
+
+    fake = FakeWandb()
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: object() if name == "wandb" else real_find_spec(name, *a))
+    out = tmp_path / "run"
+    kwargs = dict(steps=20, eval_every=10, eval_episodes=1, overrides=TINY, log_every=5, progress=False,
+                  wandb_project="seqrl-tests")
+    train("dt", hopper_file, out=out, **kwargs)
+    rows = _rows(out)
+    assert [step for step, _ in fake.logged] == [int(r["step"]) for r in rows] == [5, 10, 15, 20]
+    for (_, logged), row in zip(fake.logged, rows):
+        assert logged["loss"] == pytest.approx(float(row["loss"]), rel=1e-5)
+    assert "eval_score_mean/target_3600" in fake.logged[1][1]
+    first = fake.inits[0]
+    assert first["project"] == "seqrl-tests" and first["dir"] == str(out) and first["resume"] == "allow"
+    assert first["config"]["algo"]["embed_dim"] == 16 and fake.finished == 1
+    train("dt", hopper_file, out=out, resume=True, **{**kwargs, "steps": 25})
+    assert fake.inits[1]["id"] == first["id"]                       # the same W&B run goes on
+    assert fake.logged[-1][0] == 25
+
+
+def test_wandb_missing_is_one_line(hopper_file, tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "wandb" else real_find_spec(name, *a))
+    code, _, err = _cli(["train", "dt", "--dataset", hopper_file, "--steps", "2", "--wandb", "p",
+                         "--out", str(tmp_path / "r")], capsys)
+    assert code == 2 and err == "error: --wandb needs the wandb package: pip install wandb\n"
+    assert not (tmp_path / "r").exists()

@@ -166,7 +166,8 @@ def cmd_train(args) -> int:
                     eval_every=args.eval_every, eval_episodes=args.eval_episodes,
                     target_returns=args.target_return, overrides=args.set or [], resume=args.resume,
                     progress=not args.no_progress, device=args.device, log_every=args.log_every,
-                    checkpoint_every=args.checkpoint_every, stage=args.stage, from_dir=args.from_dir)
+                    checkpoint_every=args.checkpoint_every, stage=args.stage, from_dir=args.from_dir,
+                    wandb_project=args.wandb)
     run_dir = os.path.dirname(os.path.dirname(summary["checkpoint"]))
     stage = f" ({summary['stage']} stage)" if summary.get("stage") else ""
     print(f"run directory: {run_dir}{stage} ({summary['steps']} updates, "
@@ -438,6 +439,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                                                   "checkpoints")
     train.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument("--wandb", default=None, metavar="PROJECT",
+                       help="also log metrics to this Weights & Biases project (pip install wandb; "
+                            "WANDB_MODE=offline keeps the run on disk)")
     train.add_argument("--stage", choices=["representation", "improvement"], default=None,
                        help="cmt: run one stage only (default: both; --steps counts representation "
                             "updates, --set improve_steps=N the improvement stage's)")

@@ -19,18 +19,19 @@ def train(algo: str, dataset: str, env: str | None = None, steps: int = 100_000,
           out: str | Path | None = None, eval_every: int = 10_000, eval_episodes: int = 10,
           target_returns=None, overrides=(), resume: bool = False, progress: bool = True,
           device: str = "cpu", log_every: int = 100, checkpoint_every: int = 5_000,
-          stage: str | None = None, from_dir: str | Path | None = None) -> dict:
+          stage: str | None = None, from_dir: str | Path | None = None,
+          wandb_project: str | None = None) -> dict:
     """Train ``algo`` ("dt", "bc", "cmt", ...) on ``dataset`` (a SOURCE, see seqrl.data.sources) and
     return the summary also written to ``<out>/summary.json``. ``overrides`` are ``key=value`` settings
     of the algorithm's config (``--set``). For CMT, ``stage`` ("representation" or "improvement") runs
     one stage; the improvement stage starts from the representation stage in ``from_dir`` (default:
-    ``out``)."""
+    ``out``). ``wandb_project`` also logs the metrics to Weights & Biases."""
     from seqrl.algos import get_algorithm
     from seqrl.algos.base import apply_overrides
     from seqrl.data.sources import load_source, reference_for
     from seqrl.envs.registry import check_spaces, env_name
     from seqrl.envs.scores import DEFAULT_TARGET_RETURNS
-    from seqrl.train.trainer import RunConfig, Trainer, seed_everything
+    from seqrl.train.trainer import RunConfig, Trainer, require_wandb, seed_everything
 
     algo_cls = get_algorithm(algo)
     # check --set before any data is loaded or made (with the meta-RL variants' extra keys)
@@ -41,6 +42,8 @@ def train(algo: str, dataset: str, env: str | None = None, steps: int = 100_000,
         raise ConfigError(f"--stage must be representation or improvement, got '{stage}'")
     if steps < 1:
         raise ConfigError(f"--steps must be positive, got {steps}")
+    if wandb_project is not None:
+        require_wandb()
     data = load_source(dataset, env=env, make_missing=True)  # the loaders reject NaN/inf
     multi_task = data.episode_tasks is not None
     if multi_task and algo not in META_ALGOS:
@@ -77,7 +80,7 @@ def train(algo: str, dataset: str, env: str | None = None, steps: int = 100_000,
     run = RunConfig(algo=algo, dataset=dataset, env_id=env_id, steps=steps, seed=seed,
                     eval_every=eval_every, eval_episodes=eval_episodes, target_returns=targets,
                     reference_returns=list(ref) if ref else None, log_every=log_every,
-                    checkpoint_every=checkpoint_every, device=device)
+                    checkpoint_every=checkpoint_every, device=device, wandb_project=wandb_project)
     if out is None:
         out = from_dir if (stage == "improvement" and from_dir is not None) else \
             default_run_dir(algo, dataset, seed)

@@ -4,8 +4,9 @@
     summary = Trainer(algo, RunConfig(...), "runs/my-run").fit()
 
 The run directory gets ``config.json``, ``metrics.csv`` (one row per log step), TensorBoard events in
-``tensorboard/``, ``checkpoints/last.pt`` (atomic; model, optimiser, scheduler, RNG and sampler states,
-step, elapsed time, and what the policy needs to act) and ``summary.json``.
+``tensorboard/`` (and the same rows in Weights & Biases with ``wandb_project``),
+``checkpoints/last.pt`` (atomic; model, optimiser, scheduler, RNG and sampler states, step, elapsed
+time, and what the policy needs to act) and ``summary.json``.
 
 Resuming (``resume=True``) restores all of that from the last checkpoint, drops metrics rows and
 TensorBoard events written after it by the interrupted process, and goes on: with the same seed the
@@ -53,12 +54,25 @@ class RunConfig:
     log_every: int = 100
     checkpoint_every: int = 5_000
     device: str = "cpu"
+    wandb_project: str | None = None
+    """also log the metrics rows to this Weights & Biases project (needs `pip install wandb`;
+    WANDB_MODE=offline keeps the run on disk for a later `wandb sync`)"""
 
     def __post_init__(self):
+        if self.wandb_project is not None:
+            require_wandb()
         if self.steps < 1:
             raise ConfigError(f"steps must be positive, got {self.steps}")
         if self.eval_episodes < 0:
             raise ConfigError(f"eval_episodes must be >= 0, got {self.eval_episodes}")
+
+
+def require_wandb() -> None:
+    """ConfigError unless the wandb package is installed (checked without importing it)."""
+    import importlib.util
+
+    if importlib.util.find_spec("wandb") is None:
+        raise ConfigError("--wandb needs the wandb package: pip install wandb")
 
 
 def seed_everything(seed: int) -> None:
@@ -200,6 +214,7 @@ class Trainer:
         metrics = (self.run_dir / "metrics.csv").open("a", newline="")
         bar = tqdm(total=run.steps, initial=self.step, desc=f"{self.algo.name} {run.dataset}",
                    unit="upd", dynamic_ncols=True, disable=not self.progress)
+        tracker = self._start_wandb() if run.wandb_project else None
         sums: dict = {}
         window_start, window_steps = time.perf_counter(), 0
         autocast = torch.autocast(device_type=torch.device(run.device).type, dtype=torch.bfloat16,
@@ -242,9 +257,12 @@ class Trainer:
                 row["elapsed_s"] = self._elapsed()
                 metrics.write(",".join(_fmt(row.get(c)) for c in self.columns) + "\n")
                 metrics.flush()
-                for key, value in row.items():
-                    if key != "step" and value is not None:
-                        writer.add_scalar(key.replace("@", "/target_"), value, self.step)
+                scalars = {key.replace("@", "/target_"): value for key, value in row.items()
+                           if key != "step" and value is not None}
+                for key, value in scalars.items():
+                    writer.add_scalar(key, value, self.step)
+                if tracker is not None:
+                    tracker.log(scalars, step=self.step)
                 postfix = {"loss": f"{row['loss']:.4f}"}
                 if self.last_evals and self.last_evals[0]["normalized_score_mean"] is not None:
                     postfix["score"] = f"{self.last_evals[0]['normalized_score_mean']:.1f}"
@@ -256,7 +274,24 @@ class Trainer:
             bar.close()
             metrics.close()
             writer.close()
+            if tracker is not None:
+                tracker.finish()
         return self._write_summary()
+
+    def _start_wandb(self):
+        """A Weights & Biases run for this run directory. Its id is kept in the directory, so a resumed
+        run continues the same W&B run; W&B ignores steps it has already seen, which after a resume are
+        the rows between the checkpoint and the interruption, logged again with the same values."""
+        import uuid
+
+        import wandb
+
+        id_file = self.run_dir / "wandb_id.txt"
+        if not id_file.is_file():
+            atomic_write_text(id_file, uuid.uuid4().hex[:16] + "\n")
+        return wandb.init(project=self.run.wandb_project, id=id_file.read_text().strip(),
+                          name=str(self.run_dir), dir=str(self.run_dir), config=self.config_record,
+                          resume="allow")
 
     def _write_summary(self) -> dict:
         run = self.run
