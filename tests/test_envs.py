@@ -52,3 +52,16 @@ def test_vector_env_copies_are_seeded_apart():
     assert obs.shape == (3, 11)
     assert not np.array_equal(obs[0], obs[1])
     vec.close()
+
+
+def test_a_repeated_mujoco_warning_is_printed_once(capsys):
+    import mujoco
+
+    from seqrl.envs import registry
+
+    registry.quiet_repeated_mujoco_warnings()
+    assert mujoco.get_mju_user_warning() is not None
+    registry._MUJOCO_WARNINGS_SEEN.discard("test warning")
+    for _ in range(3):
+        registry._print_once("test warning")
+    assert capsys.readouterr().err.count("test warning") == 1

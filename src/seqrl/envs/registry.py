@@ -7,6 +7,8 @@ generator; a vector environment with seed s seeds its copies s, s+1, ...
 
 from __future__ import annotations
 
+import sys
+
 from seqrl.errors import UnknownNameError
 
 ENVIRONMENTS: dict[str, str] = {
@@ -41,10 +43,32 @@ def gym_id(env: str) -> str:
     raise UnknownNameError(f"unknown environment '{env}' (known: {known}, or a gymnasium id like Hopper-v5)")
 
 
+_MUJOCO_WARNINGS_SEEN: set[str] = set()
+
+
+def _print_once(message: str) -> None:
+    if message not in _MUJOCO_WARNINGS_SEEN:
+        _MUJOCO_WARNINGS_SEEN.add(message)
+        print(f"WARNING: {message} (MuJoCo; shown once)", file=sys.stderr)
+
+
+def quiet_repeated_mujoco_warnings() -> None:
+    """Print each distinct MuJoCo warning once per process. MuJoCo warns every time it compiles a model,
+    so an evaluation on 40 HalfCheetah copies printed the same deprecation of gymnasium's XML 40 times.
+    A handler the user installed is left alone."""
+    try:
+        import mujoco
+    except ImportError:
+        return
+    if mujoco.get_mju_user_warning() is None:
+        mujoco.set_mju_user_warning(_print_once)
+
+
 def make_env(env: str, seed: int | None = None, **kwargs):
     """One gymnasium environment, reset once with ``seed`` so its generator is seeded."""
     import gymnasium as gym
 
+    quiet_repeated_mujoco_warnings()
     env_id = gym_id(env)
     if env_id.startswith("seqrl/"):
         import seqrl.envs.tasks  # noqa: F401  (registers the task environments)
@@ -67,6 +91,7 @@ def make_vec_env(env: str, num_envs: int, seed: int | None = None, asynchronous:
     """
     import gymnasium as gym
 
+    quiet_repeated_mujoco_warnings()
     env_id = gym_id(env)
     if env_id.startswith("seqrl/"):
         import seqrl.envs.tasks  # noqa: F401  (registers the task environments)

@@ -297,7 +297,10 @@ class TaskFamily:
 
     def make(self, task_id: int, seed: int | None = None, **kwargs):
         """The gymnasium environment of task ``task_id`` (with its time limit)."""
+        from seqrl.envs.registry import quiet_repeated_mujoco_warnings
+
         register_envs()
+        quiet_repeated_mujoco_warnings()
         env = gym.make(self.gym_id, **self.kwargs(task_id), **kwargs)
         if seed is not None:
             env.reset(seed=seed)
