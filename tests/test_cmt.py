@@ -248,8 +248,12 @@ def test_train_cmt_cli_runs_both_stages_and_reports_both_scores(hopper_file, tmp
                             "--out", str(again), "--eval-episodes", "2", "--no-progress"]
                 + [a for s in TINY for a in ("--set", s)]) == 0
     assert json.loads((again / "summary.json").read_text())["eval"] is not None
-    # and `seqrl eval` reads the tuned policy
+    # and `seqrl eval` reads the tuned policy, from the run's prompt source or the one asked for
+    capsys.readouterr()
     assert main(["eval", str(out), "--episodes", "1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["prompt_source"] == "stored"
+    assert main(["eval", str(out), "--episodes", "1", "--json", "--prompt-source", "history"]) == 0
+    assert json.loads(capsys.readouterr().out)["prompt_source"] == "history"
 
     # the prompt map: a PNG and its scores, for this run beside its representation stage
     png = tmp_path / "prompts.png"

@@ -142,6 +142,8 @@ def test_cli_train_then_eval(hopper_file, tmp_path, capsys):
     code, stdout, _ = _cli(["eval", str(out / "checkpoints" / "last.pt"), "--episodes", "1",
                             "--target-return", "1000", "2000"], capsys)
     assert code == 0 and stdout.count("eval target") == 2
+    code, _, err = _cli(["eval", str(out), "--prompt-source", "history"], capsys)
+    assert code == 2 and err == "error: --prompt-source is for single-task CMT runs\n"
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -203,11 +203,15 @@ def cmd_eval(args) -> int:
     from seqrl.policy import Policy
 
     overrides = {} if args.keep is None else {"eval_keep": args.keep}
+    if args.prompt_source is not None:
+        overrides["prompt_source"] = args.prompt_source
     if args.video is not None:
         from seqrl.eval.video import check_video_path
 
         check_video_path(args.video)
     policy = Policy.load(args.run, **overrides)
+    if args.prompt_source is not None and (policy.spec.get("model_class") != "CMT" or policy.spec.get("meta")):
+        raise SeqrlError("--prompt-source is for single-task CMT runs")
     if policy.spec.get("meta") and args.video is not None:
         raise SeqrlError("--video is for single-task runs (meta-RL evaluations run many tasks)")
     if policy.spec.get("meta"):  # meta-RL: held-out tasks, context by protocol (seqrl.eval.meta)
@@ -459,6 +463,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--keep", type=int, default=None, metavar="K",
                     help="steps kept when the DT context window is full (default K//2; K-1 recomputes "
                          "the last K steps every step, as the reference implementation)")
+    ev.add_argument("--prompt-source", choices=("stored", "history"), default=None,
+                    help="CMT runs: act from the stored prompt of the best offline episodes or from the "
+                         "episode's own recent steps (default: the run's prompt_source)")
     ev.add_argument("--json", action="store_true", help="print JSON")
     ev.add_argument("--video", default=None, metavar="FILE",
                     help="record the first episode to FILE (.gif, or .mp4 with pip install "

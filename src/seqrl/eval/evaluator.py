@@ -23,7 +23,7 @@ def evaluate(policy, env_id: str, episodes: int = 10, target_return: float | Non
 
     Returns a dict with target_return, return_mean, return_std, normalized_score_mean,
     normalized_score_std (None without reference returns), returns, episode_lengths, env_steps,
-    seconds, and with ``video`` (a .gif or .mp4 path) ``video``: the file written, or None and
+    seconds, for CMT policies ``prompt_source``, and with ``video`` (a .gif or .mp4 path) ``video``: the file written, or None and
     ``video_failure`` saying why (rendering unavailable).
     """
     start = time.perf_counter()
@@ -65,6 +65,8 @@ def evaluate(policy, env_id: str, episodes: int = 10, target_return: float | Non
         vec.close()
     scores = normalized_score(returns, *reference) if reference is not None else None
     extras = {} if recorder is None else {"video": written, "video_failure": recorder.failure}
+    if getattr(policy, "is_cmt", False):  # which prompt a CMT policy acted from
+        extras["prompt_source"] = policy.prompt_source
     return {
         "target_return": None if target_return is None else float(target_return),
         "return_mean": float(returns.mean()),
