@@ -49,6 +49,39 @@ def test_actor_round_trip_and_bounds(tmp_path):
     assert back.metadata["env_id"] == "Hopper-v5"
 
 
+def test_sbx_actor_export_matches_flax_layers(tmp_path):
+    """An SBX SAC model's flax actor (Dense kernels stored (in, out), call order = name order) exported
+    to seqrl's layout acts exactly as the flax network it came from. The model is a stand-in with SBX's
+    attribute layout; the real export was checked against SBX's own predict (docs/datasets.md)."""
+    from types import SimpleNamespace
+
+    import gymnasium as gym
+
+    from seqrl.policies.actor import save_sbx_actor
+
+    rng = np.random.default_rng(0)
+    sizes = [(11, 64), (64, 64), (64, 3), (64, 3)]   # two ReLU layers, mean head, log-std head
+    params = {f"Dense_{i}": {"kernel": rng.standard_normal(s).astype(np.float32) * 0.2,
+                             "bias": rng.standard_normal(s[1]).astype(np.float32) * 0.1}
+              for i, s in enumerate(sizes)}
+    model = SimpleNamespace(policy=SimpleNamespace(actor_state=SimpleNamespace(params={"params": params})),
+                            action_space=gym.spaces.Box(-2.0, 2.0, (3,), np.float32))
+    save_sbx_actor(model, tmp_path / "a.safetensors", "Hopper-v5", {"train_step": 7})
+    actor = load_actor(tmp_path / "a.safetensors")
+
+    obs = rng.standard_normal((50, 11)).astype(np.float32)
+    h = obs
+    for i in range(2):
+        h = np.maximum(h @ params[f"Dense_{i}"]["kernel"] + params[f"Dense_{i}"]["bias"], 0.0)
+    mean = h @ params["Dense_2"]["kernel"] + params["Dense_2"]["bias"]
+    log_std = np.clip(h @ params["Dense_3"]["kernel"] + params["Dense_3"]["bias"], -20, 2)
+    mu, std = actor.distribution(obs)
+    np.testing.assert_allclose(mu, mean, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(std, np.exp(log_std), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(actor.act(obs, deterministic=True), 2.0 * np.tanh(mean), rtol=1e-5, atol=1e-5)
+    assert actor.metadata["train_step"] == 7 and actor.metadata["env_id"] == "Hopper-v5"
+
+
 def test_recipe_parts():
     manifest = {"random": "r", "medium": "m", "expert": "e", "replay": ["s0", "s1", "s2"]}
     assert [(p.policy, p.steps) for p in recipe_parts("hopper", "medium", None, manifest)] == [("m", 1_000_000)]

@@ -112,6 +112,26 @@ def save_sb3_actor(model, path: str | Path, env_id: str, metadata: dict | None =
                      metadata={"env_id": env_id, **(metadata or {})}), path)
 
 
+def save_sbx_actor(model, path: str | Path, env_id: str, metadata: dict | None = None) -> None:
+    """Extract the actor of an SBX (stable-baselines3 in JAX) SAC model into seqrl's layout.
+
+    SBX's ``SquashedGaussianActor`` is flax Dense layers in call order: the ReLU hidden layers, then the
+    mean and the log-std heads, with the same clipping of log-std as stable-baselines3. Flax stores a
+    kernel as (in, out); seqrl's layout is (out, in).
+    """
+    params = model.policy.actor_state.params["params"]
+    dense = [params[f"Dense_{i}"] for i in range(len(params))]
+
+    def layer(p):
+        return (np.asarray(p["kernel"], np.float32).T, np.asarray(p["bias"], np.float32))
+
+    space = model.action_space
+    save_actor(Actor(hidden=[layer(p) for p in dense[:-2]], mu=layer(dense[-2]), log_std=layer(dense[-1]),
+                     action_low=np.asarray(space.low, np.float32),
+                     action_high=np.asarray(space.high, np.float32),
+                     metadata={"env_id": env_id, **(metadata or {})}), path)
+
+
 def _parse(value: str):
     try:
         return json.loads(value)
