@@ -15,8 +15,10 @@ Two stages, each a run of the shared trainer:
    relabelled by beam search with A_g as the world model (seqrl.planner; each state planned once, on
    first use, and kept in the checkpoint), and only the adaptor L(z; xi) is trained:
        L3 = D(a_hat_t, pi(s_t, tau_<t; L(z))) + beta ||z - L(z)||^2                     (Eq. 4)
-   where D is the MSE and ||.||^2 the squared norm summed over each prompt vector and averaged over
-   prompt vectors and rows. The planner uses the frozen prompt z of the episode (not L(z)), so a relabel
+   where D is the MSE and ||.||^2 is taken as a mean square too: averaged over the prompt's entries
+   (P vectors of H dims) and rows. The encoder ends in a LayerNorm, so z's entries have unit scale and
+   the constraint is the relative change of the prompt, whatever P and H are; the squared norm summed
+   over H = 128 dims, as first written, weighed it 128 times more and the adaptor hardly moved. The planner uses the frozen prompt z of the episode (not L(z)), so a relabel
    does not depend on how far the adaptor has trained.
 
 Acting needs no planning (the paper's point about cost): the generator acts from a prompt through the
@@ -340,7 +342,7 @@ class CMTImprovement(_CMTBase):
         pred = out["action_mean"][torch.arange(len(idx)), torch.as_tensor(positions)]
         target = self.relabels[idx].to(self.device)
         relabel_loss = ((pred - target) ** 2).mean()                            # D(a_hat, pi)
-        constraint = ((tuned - z) ** 2).sum(-1).mean()                           # ||z - L(z)||^2
+        constraint = ((tuned - z) ** 2).mean()                   # ||z - L(z)||^2, per entry (see above)
         loss = relabel_loss + cfg.behaviour_coef * constraint
         return loss, {"relabel_loss": relabel_loss.detach(), "constraint": constraint.detach(),
                       "planned_states": torch.tensor(float(self.planned.sum()))}
