@@ -173,3 +173,24 @@ def test_missing_expert_gives_one_line_error(policy_root, capsys):
     (policy_root / "hopper" / "manifest.json").write_text(json.dumps(manifest))
     assert main(["data", "make", "hopper-medium-expert", "--steps", "10"]) == 2
     assert capsys.readouterr().err.startswith("error: no expert behaviour policy ships for 'hopper' yet")
+
+
+@pytest.mark.parametrize("env", ["hopper", "halfcheetah", "walker2d", "ant"])
+def test_shipped_actors_match_their_manifest_and_environment(env):
+    """Every actor a shipped manifest names exists, loads, and fits the environment's spaces."""
+    from seqrl.data.recipes import default_policy_root
+    from seqrl.envs.registry import gym_id, make_env
+
+    root = default_policy_root() / env
+    manifest = json.loads((root / "manifest.json").read_text())
+    assert manifest["env_id"] == gym_id(env)
+    e = make_env(env)
+    obs_dim, act_dim = e.observation_space.shape[0], e.action_space.shape[0]
+    names = {manifest["random"], manifest["medium"], *manifest["replay"]} | (
+        {manifest["expert"]} if manifest.get("expert") else set())
+    assert manifest["replay"][0] == manifest["random"] and manifest["replay"][-1] == manifest["medium"]
+    for name in sorted(names):
+        actor = load_actor(root / name)
+        action = actor.act(np.zeros((2, obs_dim), np.float32), np.random.default_rng(0))
+        assert action.shape == (2, act_dim)
+        assert np.all(action >= e.action_space.low) and np.all(action <= e.action_space.high)
