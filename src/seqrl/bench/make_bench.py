@@ -55,31 +55,38 @@ def run_make_bench(names: list[str], steps: int | None = None, seed: int = 0,
         score = row["normalized_return_mean"]
         row["target_range"] = [lo, hi]
         row["in_range"] = None if lo is None else (score >= lo and (hi is None or score <= hi))
+        # The 1-minute load average at the end: make time depends on what else ran on the machine.
+        row["load_average"] = os.getloadavg()[0]
         rows[name] = row
         print(f"{name:<24} {row['steps']:>9,} steps {row['episodes']:>6} episodes  return "
               f"{row['return_mean']:8.1f}  normalised {score:6.1f}  {row['seconds']:5.0f} s  "
-              f"{row['peak_rss_mb']:5.0f} MB")
-    result = {"benchmark": "make", "command": command, "machine": machine_info(), "commit": git_commit(),
-              "seed": seed, "budget": {"steps": steps or "full recipe"},
-              "policy_root": str(default_policy_root()), "datasets": rows,
-              "targets": {"hopper-medium seconds": 600, "peak_rss_mb": 4096}}
-    if out_dir:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "make.json").write_text(json.dumps(result, indent=2) + "\n")
-        m = result["machine"]
-        lines = ["# Generated datasets: returns and cost of making them", "",
-                 f"Command: `{command}`  ", f"Machine: {m['cpu']} ({m['cores']} cores)  ",
-                 f"Commit: {result['commit']}  ", f"Seed: {seed}; full-size recipes; actors from "
-                 f"`seqrl/policies/` (see its manifests for their training steps).", "",
-                 "| dataset | steps | episodes | return mean [min, max] | normalised mean | D4RL-namesake range | make time | peak memory |",
-                 "|---|---|---|---|---|---|---|---|"]
-        for name, r in rows.items():
-            lo, hi = r["target_range"]
-            rng = "-" if lo is None else (f">= {lo}" if hi is None else f"{lo}-{hi}")
-            lines.append(f"| {name} | {r['steps']:,} | {r['episodes']} | {r['return_mean']:.1f} "
-                         f"[{r['return_min']:.1f}, {r['return_max']:.1f}] | {r['normalized_return_mean']:.1f} | "
-                         f"{rng} | {r['seconds']:.0f} s | {r['peak_rss_mb']:.0f} MB |")
-        (out / "make.md").write_text("\n".join(lines) + "\n")
-        print(f"wrote {out / 'make.json'} and {out / 'make.md'}")
+              f"{row['peak_rss_mb']:5.0f} MB  (load {row['load_average']:.1f})")
+        # Written after every dataset, so an interrupted bench keeps what it measured.
+        result = {"benchmark": "make", "command": command, "machine": machine_info(), "commit": git_commit(),
+                  "seed": seed, "budget": {"steps": steps or "full recipe"},
+                  "policy_root": str(default_policy_root()), "datasets": rows,
+                  "targets": {"hopper-medium seconds": 600, "peak_rss_mb": 4096}}
+        if out_dir:
+            _write(Path(out_dir), result, command, seed)
     return result
+
+
+def _write(out: Path, result: dict, command: str, seed: int) -> None:
+    """make.json and make.md in OUT."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "make.json").write_text(json.dumps(result, indent=2) + "\n")
+    m = result["machine"]
+    lines = ["# Generated datasets: returns and cost of making them", "",
+             f"Command: `{command}`  ", f"Machine: {m['cpu']} ({m['cores']} cores)  ",
+             f"Commit: {result['commit']}  ", f"Seed: {seed}; full-size recipes; actors from "
+             f"`seqrl/policies/` (see its manifests for their training steps).", "",
+             "| dataset | steps | episodes | return mean [min, max] | normalised mean | D4RL-namesake range | make time | peak memory | load average |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, r in result["datasets"].items():
+        lo, hi = r["target_range"]
+        rng = "-" if lo is None else (f">= {lo}" if hi is None else f"{lo}-{hi}")
+        lines.append(f"| {name} | {r['steps']:,} | {r['episodes']} | {r['return_mean']:.1f} "
+                     f"[{r['return_min']:.1f}, {r['return_max']:.1f}] | {r['normalized_return_mean']:.1f} | "
+                     f"{rng} | {r['seconds']:.0f} s | {r['peak_rss_mb']:.0f} MB | {r.get('load_average', float('nan')):.1f} |")
+    (out / "make.md").write_text("\n".join(lines) + "\n")
+    print(f"wrote {out / 'make.json'} and {out / 'make.md'}")
