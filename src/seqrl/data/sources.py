@@ -73,7 +73,7 @@ def load_source(source: str, env: str | None = None, make_missing: bool = False)
             from seqrl.data.recipes import make
 
             print(f"dataset '{source}' is not made yet: making it now (once)", file=sys.stderr)
-            make(source)
+            make(source, progress=sys.stderr.isatty())  # no bar in log files
         if not minari_dataset_exists(minari_id):
             raise UnknownNameError(
                 f"dataset '{source}' has not been made yet (no Minari dataset '{minari_id}'); "
