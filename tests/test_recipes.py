@@ -126,6 +126,10 @@ def test_medium_expert_is_medium_then_expert(policy_root):
     ds = generate("hopper-medium-expert", steps=400, seed=0, num_envs=2, progress=False)
     assert [p["file"] for p in ds.metadata["seqrl_policies"]] == ["actor_2.safetensors", "actor_3.safetensors"]
     assert ds.num_steps == 400
+    # the medium half is the medium recipe of the same seed and size, step for step
+    medium = generate("hopper-medium", steps=200, seed=0, num_envs=2, progress=False)
+    np.testing.assert_array_equal(ds.observations[:200], medium.observations)
+    np.testing.assert_array_equal(ds.actions[:200], medium.actions)
 
 
 def test_interrupted_make_registers_nothing_and_next_make_starts_clean(policy_root, monkeypatch,
