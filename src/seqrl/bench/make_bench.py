@@ -67,18 +67,20 @@ def run_make_bench(names: list[str], steps: int | None = None, seed: int = 0,
                   "policy_root": str(default_policy_root()), "datasets": rows,
                   "targets": {"hopper-medium seconds": 600, "peak_rss_mb": 4096}}
         if out_dir:
-            _write(Path(out_dir), result, command, seed)
+            _write(Path(out_dir), result)
     return result
 
 
-def _write(out: Path, result: dict, command: str, seed: int) -> None:
+def _write(out: Path, result: dict) -> None:
     """make.json and make.md in OUT."""
+    command, seed, steps = result["command"], result["seed"], result["budget"]["steps"]
+    budget = "full-size recipes" if steps == "full recipe" else f"{steps:,} steps each"
     out.mkdir(parents=True, exist_ok=True)
     (out / "make.json").write_text(json.dumps(result, indent=2) + "\n")
     m = result["machine"]
     lines = ["# Generated datasets: returns and cost of making them", "",
              f"Command: `{command}`  ", f"Machine: {m['cpu']} ({m['cores']} cores)  ",
-             f"Commit: {result['commit']}  ", f"Seed: {seed}; full-size recipes; actors from "
+             f"Commit: {result['commit']}  ", f"Seed: {seed}; {budget}; actors from "
              f"`seqrl/policies/` (see its manifests for their training steps).", "",
              "| dataset | steps | episodes | return mean [min, max] | normalised mean | D4RL-namesake range | make time | peak memory | load average |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -87,6 +89,6 @@ def _write(out: Path, result: dict, command: str, seed: int) -> None:
         rng = "-" if lo is None else (f">= {lo}" if hi is None else f"{lo}-{hi}")
         lines.append(f"| {name} | {r['steps']:,} | {r['episodes']} | {r['return_mean']:.1f} "
                      f"[{r['return_min']:.1f}, {r['return_max']:.1f}] | {r['normalized_return_mean']:.1f} | "
-                     f"{rng} | {r['seconds']:.0f} s | {r['peak_rss_mb']:.0f} MB | {r.get('load_average', float('nan')):.1f} |")
+                     f"{rng} | {r['seconds']:.0f} s | {r['peak_rss_mb']:.0f} MB | {r['load_average']:.1f} |")
     (out / "make.md").write_text("\n".join(lines) + "\n")
     print(f"wrote {out / 'make.json'} and {out / 'make.md'}")
