@@ -7,7 +7,6 @@ temporary Minari root and discarded afterwards. Peak memory is measured in a chi
 
 from __future__ import annotations
 
-import json
 import multiprocessing as mp
 import os
 import resource
@@ -15,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from seqrl.bench.machine import git_commit, machine_info
+from seqrl.bench.machine import git_commit, machine_info, write_result
 
 # D4RL-namesake ranges of the mean normalised return (issue 3), where the issue states one.
 TARGET_RANGES = {"hopper-medium": (35, 60), "halfcheetah-medium": (35, 48), "walker2d-medium": (55, 85),
@@ -75,8 +74,6 @@ def _write(out: Path, result: dict) -> None:
     """make.json and make.md in OUT."""
     command, seed, steps = result["command"], result["seed"], result["budget"]["steps"]
     budget = "full-size recipes" if steps == "full recipe" else f"{steps:,} steps each"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "make.json").write_text(json.dumps(result, indent=2) + "\n")
     m = result["machine"]
     lines = ["# Generated datasets: returns and cost of making them", "",
              f"Command: `{command}`  ", f"Machine: {m['cpu']} ({m['cores']} cores)  ",
@@ -90,5 +87,5 @@ def _write(out: Path, result: dict) -> None:
         lines.append(f"| {name} | {r['steps']:,} | {r['episodes']} | {r['return_mean']:.1f} "
                      f"[{r['return_min']:.1f}, {r['return_max']:.1f}] | {r['normalized_return_mean']:.1f} | "
                      f"{rng} | {r['seconds']:.0f} s | {r['peak_rss_mb']:.0f} MB | {r['load_average']:.1f} |")
-    (out / "make.md").write_text("\n".join(lines) + "\n")
+    write_result(out, "make", result, "\n".join(lines) + "\n")
     print(f"wrote {out / 'make.json'} and {out / 'make.md'}")

@@ -70,8 +70,9 @@ def collect(env: str, policy: Policy, steps: int, num_envs: int = 8, seed: int =
     out = _Buffers(steps, obs_dim, act_dim)
     lengths: list[int] = []
     obs = np.stack([e.reset(seed=seed + i)[0] for i, e in enumerate(envs)]).astype(np.float32)
-    # One BLAS thread: the policy's matrices are tiny (num_envs x 256), and when the other core is busy
-    # OpenBLAS's second thread spins and waits; measured 2.1x faster per batched action under load.
+    # One BLAS thread: the arrays then do not depend on the machine's BLAS thread count (1 and 2 threads
+    # gave different hashes), and the tiny (num_envs x 256) products no longer wait on a second thread
+    # when the other core is busy: about even idle, 1.5x faster under load (benchmarks/blas_threads.py).
     with threadpool_limits(limits=1):
         total = 0  # steps collected, finished or running
         while total < steps:
