@@ -72,7 +72,8 @@ def collect(env: str, policy: Policy, steps: int, num_envs: int = 8, seed: int =
     obs = np.stack([e.reset(seed=seed + i)[0] for i, e in enumerate(envs)]).astype(np.float32)
     # One BLAS thread: the arrays then do not depend on the machine's BLAS thread count (1 and 2 threads
     # gave different hashes), and the tiny (num_envs x 256) products no longer wait on a second thread
-    # when the other core is busy: about even idle, 1.5x faster under load (benchmarks/blas_threads.py).
+    # when the other core is busy: within 20% either way idle, 1.5x to 36x faster under load in three
+    # runs of benchmarks/blas_threads.py (results/blas_threads.md).
     with threadpool_limits(limits=1):
         total = 0  # steps collected, finished or running
         while total < steps:
