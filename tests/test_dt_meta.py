@@ -2,6 +2,7 @@
 DT, oracle DT (task vector in the observation), the meta-test CLI and one-line errors."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -204,10 +205,20 @@ def test_bench_meta_tiny_trains_evaluates_and_reuses(point_policies, tmp_path):
     tiny = [f"{k}={v}" for k, v in TINY.items()]
     cmt = ["fragment_len=5", "prompt_len=2", "encoder_layers=1", "improve_steps=2", "relabel_states=4",
            "plan_horizon=2", "beam_width=2", "plan_candidates=2"]
-    kwargs = dict(seeds=[0], steps=3, rounds=2, overrides={"all": tiny, "cmt": cmt},
-                  runs=str(tmp_path / "runs"), out_dir=str(tmp_path / "out"), progress=False)
+    kwargs = dict(seeds=[0], steps=3, rounds=2,
+                  overrides={"all": tiny, "cmt": cmt, "cmt-beta0": ["behaviour_coef=0"]},
+                  runs=str(tmp_path / "runs"), out_dir=str(tmp_path / "out"), progress=False,
+                  cmt_variants=["cmt-beta0"])
     result = run_meta_bench("point-robot", **kwargs)
-    assert [r["protocol"] for r in result["rows"]] == [p[0] for p in protocols("point-robot")]
+    rows = [r["protocol"] for r in result["rows"]]
+    assert rows == [p[0] for p in protocols("point-robot", ["cmt-beta0"])]
+    assert rows[-4:] == ["CMT (cmt-beta0) zero-shot", "CMT (cmt-beta0) few-shot, expert context",
+                         "CMT (cmt-beta0) few-shot, medium context", "CMT (cmt-beta0) without context"]
+    # the variant changes an improvement-stage setting only: it reuses cmt's representation stage
+    variant = json.loads((tmp_path / "runs" / "cmt-beta0-point-robot-s0" / "summary.json").read_text())
+    assert Path(variant["representation"]["run_dir"]).parent.name == "cmt-point-robot-s0"
+    config = json.loads((tmp_path / "runs" / "cmt-beta0-point-robot-s0" / "config.json").read_text())
+    assert config["algo"]["behaviour_coef"] == 0 and config["algo"]["fragment_len"] == 5
     assert all(len(r["curve_mean"]) == 2 and np.isfinite(r["return_mean"]) for r in result["rows"])
     assert (tmp_path / "out" / "meta-point-robot.png").stat().st_size > 0
     oracle = json.loads((tmp_path / "runs" / "oracle-dt-point-robot-s0" / "config.json").read_text())

@@ -284,7 +284,11 @@ def cmd_bench_quality(args) -> int:
 def cmd_bench_meta(args) -> int:
     from seqrl.bench.meta_bench import RUNS, run_meta_bench
 
-    known = {"all"} | {label for label, _, _ in RUNS}
+    variants = args.cmt_variant or []
+    for label in variants:
+        if not label.startswith("cmt-") or label in {r for r, _, _ in RUNS}:
+            raise UsageError(f"--cmt-variant names a new CMT run and starts with 'cmt-', got '{label}'")
+    known = {"all"} | {label for label, _, _ in RUNS} | set(variants)
     overrides: dict[str, list[str]] = {}
     for item in args.set or []:
         run, sep, setting = item.partition(":")
@@ -294,7 +298,8 @@ def cmd_bench_meta(args) -> int:
         overrides.setdefault(run, []).append(setting)
     run_meta_bench(args.dataset, args.seeds, steps=args.steps, rounds=args.rounds, overrides=overrides,
                    runs=args.runs, out_dir=args.out, name=args.name,
-                   command=" ".join(["seqrl"] + sys.argv[1:]), progress=not args.no_progress)
+                   command=" ".join(["seqrl"] + sys.argv[1:]), progress=not args.no_progress,
+                   cmt_variants=variants)
     return 0
 
 
@@ -528,6 +533,9 @@ def build_parser() -> argparse.ArgumentParser:
     bmeta.add_argument("--rounds", type=_positive_int, default=3, help="episodes per held-out task")
     bmeta.add_argument("--set", action="append", metavar="RUN:KEY=VALUE",
                        help="a setting for one run (cmt, prompt-dt, dt, oracle-dt) or all of them (all:)")
+    bmeta.add_argument("--cmt-variant", action="append", metavar="LABEL",
+                       help="an extra CMT run with cmt's settings plus its own --set LABEL:key=value "
+                            "(e.g. cmt-beta0 with --set cmt-beta0:behaviour_coef=0)")
     bmeta.add_argument("--runs", default="runs/meta", help="folder of the run directories")
     bmeta.add_argument("--name", default=None, help="result file stem in --out (default meta-DATASET)")
     bmeta.add_argument("--out", default="benchmarks/results", help="folder for the results")

@@ -13,6 +13,11 @@ evaluates every run on the held-out tasks for ``rounds`` consecutive episodes pe
 
 Every evaluation uses the same episode seeds. The table gives mean +- std over seeds of each run's mean
 held-out return; the figure draws the adaptation curves with the baselines as horizontal lines.
+
+CMT variants (``cmt_variants``, e.g. ``cmt-beta0`` with ``overrides["cmt-beta0"] = ["behaviour_coef=0"]``)
+are CMT runs with the settings of ``cmt`` plus their own; a variant whose own settings change the
+improvement stage only reruns that stage from the same seed's ``cmt`` representation stage, so the two
+differ in nothing else. Each variant gets the four CMT rows, labelled with its name.
 """
 
 from __future__ import annotations
@@ -28,22 +33,31 @@ RUNS = (("cmt", "cmt", []), ("prompt-dt", "prompt-dt", []), ("dt", "dt", []),
         ("oracle-dt", "dt", ["task_oracle=true"]))
 
 
-def protocols(dataset: str) -> list[tuple[str, str, str, str | None]]:
+def _cmt_rows(dataset: str, label: str) -> list[tuple[str, str, str, str | None]]:
+    name = "CMT" if label == "cmt" else f"CMT ({label})"
+    medium, expert = f"{dataset}-medium", f"{dataset}-expert"
+    return [(f"{name} zero-shot", label, "zero-shot", None),
+            (f"{name} few-shot, expert context", label, "few-shot", expert),
+            (f"{name} few-shot, medium context", label, "few-shot", medium),
+            (f"{name} without context", label, "none", None)]
+
+
+def protocols(dataset: str, cmt_variants=()) -> list[tuple[str, str, str, str | None]]:
     """(row label, run label, mode, context dataset) of every evaluation."""
     medium, expert = f"{dataset}-medium", f"{dataset}-expert"
-    return [("CMT zero-shot", "cmt", "zero-shot", None),
-            ("CMT few-shot, expert context", "cmt", "few-shot", expert),
-            ("CMT few-shot, medium context", "cmt", "few-shot", medium),
-            ("CMT without context", "cmt", "none", None),
+    return _cmt_rows(dataset, "cmt") + [
             ("Prompt-DT few-shot, expert prompt", "prompt-dt", "few-shot", expert),
             ("Prompt-DT few-shot, medium prompt", "prompt-dt", "few-shot", medium),
             ("DT without context (multi-task)", "dt", "none", None),
-            ("oracle DT (true task parameter)", "oracle-dt", "none", None)]
+            ("oracle DT (true task parameter)", "oracle-dt", "none", None)] + [
+        row for label in cmt_variants for row in _cmt_rows(dataset, label)]
 
 
 def run_meta_bench(dataset: str, seeds, steps: int, rounds: int = 3, overrides=None,
                    runs: str = "runs/meta", out_dir: str | None = "benchmarks/results",
-                   name: str | None = None, command: str = "", progress: bool = True) -> dict:
+                   name: str | None = None, command: str = "", progress: bool = True,
+                   cmt_variants=()) -> dict:
+    from seqrl.algos.cmt import IMPROVEMENT_ONLY_SETTINGS
     from seqrl.eval.meta import evaluate_meta_policy
     from seqrl.policy import Policy
 
@@ -51,18 +65,24 @@ def run_meta_bench(dataset: str, seeds, steps: int, rounds: int = 3, overrides=N
     name = name or f"meta-{dataset}"
     evals: dict[str, list[dict]] = {}
     trained: dict[str, list[dict]] = {}
+    variants = [(label, "cmt", list(overrides.get("cmt", []))) for label in cmt_variants]
     for seed in seeds:
-        for label, algo, settings in RUNS:
-            settings = settings + list(overrides.get("all", [])) + list(overrides.get(label, []))
+        for label, algo, settings in list(RUNS) + variants:
+            own = list(overrides.get(label, []))
+            settings = settings + list(overrides.get("all", [])) + own
             run_dir = Path(runs) / f"{label}-{dataset}-s{seed}"
+            stage = {}
+            if label in cmt_variants and all(s.partition("=")[0].strip() in IMPROVEMENT_ONLY_SETTINGS
+                                             for s in own):
+                stage = dict(stage="improvement", from_dir=Path(runs) / f"cmt-{dataset}-s{seed}")
             summary = train_or_reuse(run_dir, algo, dataset, steps=steps, seed=seed, eval_every=0,
-                                     eval_episodes=1, overrides=settings, progress=progress)
+                                     eval_episodes=1, overrides=settings, progress=progress, **stage)
             rep = summary.get("representation")
             trained.setdefault(label, []).append({
                 "seed": seed, "run_dir": str(run_dir), "settings": settings,
                 "train_updates_per_s": (rep or summary)["train_updates_per_s"],
                 "elapsed_s": summary["elapsed_s"] + (rep["elapsed_s"] if rep else 0.0)})
-        for row, label, mode, context in protocols(dataset):
+        for row, label, mode, context in protocols(dataset, cmt_variants):
             policy = Policy.load(Path(runs) / f"{label}-{dataset}-s{seed}")
             ev = evaluate_meta_policy(policy, mode=mode, rounds=rounds, context=context,
                                       seed=1_000_000 + seed)
@@ -73,7 +93,7 @@ def run_meta_bench(dataset: str, seeds, steps: int, rounds: int = 3, overrides=N
             print(f"{dataset} seed {seed} {row}: {ev['return_mean']:.2f} (per episode "
                   f"{', '.join(f'{x:.2f}' for x in ev['curve'])})", flush=True)
     rows = []
-    for row, label, mode, context in protocols(dataset):
+    for row, label, mode, context in protocols(dataset, cmt_variants):
         per_seed = evals[row]
         means = np.array([e["return_mean"] for e in per_seed])
         curves = np.array([e["curve"] for e in per_seed])
