@@ -169,19 +169,20 @@ def _plot(r: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig, ax = plt.subplots(figsize=(9.0, 4.2))
     episodes = np.arange(1, r["rounds"] + 1)
-    for row in r["rows"]:
+    colours = plt.get_cmap("tab20" if len(r["rows"]) > 10 else "tab10")
+    for i, row in enumerate(r["rows"]):
         curve = np.array(row["curve_mean"])
         if row["mode"] == "zero-shot":
-            ax.plot(episodes, curve, marker="o", lw=2, label=row["protocol"])
+            ax.plot(episodes, curve, marker="o", lw=2, color=colours(i), label=row["protocol"])
         else:
-            ax.plot(episodes, curve, ls="--", lw=1, label=row["protocol"])
+            ax.plot(episodes, curve, ls="--", lw=1, color=colours(i), label=row["protocol"])
     ax.set_xlabel("episode in the held-out task")
     ax.set_ylabel("return (mean over tasks and seeds)")
     ax.set_title(f"{r['dataset']}: adaptation on held-out tasks")
     ax.set_xticks(episodes)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.png")
