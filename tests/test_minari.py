@@ -1,6 +1,5 @@
 import json
 
-import gymnasium as gym
 import minari
 import numpy as np
 import pytest

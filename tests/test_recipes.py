@@ -9,7 +9,7 @@ from seqrl.data import recipes
 from seqrl.data.minari_io import minari_dataset_exists
 from seqrl.data.recipes import content_hash, generate, make, recipe_parts
 from seqrl.data.sources import load_source
-from seqrl.errors import ConfigError, DatasetError
+from seqrl.errors import ConfigError
 from seqrl.policies.actor import Actor, load_actor, save_actor
 
 
