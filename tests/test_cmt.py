@@ -292,3 +292,10 @@ def test_cmt_errors_are_one_line(hopper_file, tmp_path, capsys):
 
     with pytest.raises(ConfigError, match="prompt_source"):
         apply_overrides(CMTConfig(), ["prompt_source=best"]).check()
+
+
+def test_improvement_only_settings_decide_reuse_of_a_representation_stage():
+    from seqrl.algos.cmt import improvement_only
+
+    assert improvement_only(["behaviour_coef=0", "plan_horizon = 3"]) and improvement_only([])
+    assert not improvement_only(["behaviour_coef=0", "contrastive_coef=1"])

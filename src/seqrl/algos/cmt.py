@@ -57,6 +57,11 @@ IMPROVEMENT_ONLY_SETTINGS = frozenset({
     "plan_batch", "prompt_source", "eval_keep"})
 
 
+def improvement_only(settings) -> bool:
+    """True when every ``key=value`` in ``settings`` changes the improvement stage only."""
+    return all(s.partition("=")[0].strip() in IMPROVEMENT_ONLY_SETTINGS for s in settings)
+
+
 @dataclass
 class CMTConfig(OptimConfig):
     # ---- representation stage (the OptimConfig fields above apply to it)

@@ -57,7 +57,7 @@ def run_meta_bench(dataset: str, seeds, steps: int, rounds: int = 3, overrides=N
                    runs: str = "runs/meta", out_dir: str | None = "benchmarks/results",
                    name: str | None = None, command: str = "", progress: bool = True,
                    cmt_variants=()) -> dict:
-    from seqrl.algos.cmt import IMPROVEMENT_ONLY_SETTINGS
+    from seqrl.algos.cmt import improvement_only
     from seqrl.eval.meta import evaluate_meta_policy
     from seqrl.policy import Policy
 
@@ -72,8 +72,7 @@ def run_meta_bench(dataset: str, seeds, steps: int, rounds: int = 3, overrides=N
             settings = settings + list(overrides.get("all", [])) + own
             run_dir = Path(runs) / f"{label}-{dataset}-s{seed}"
             stage = {}
-            if label in cmt_variants and all(s.partition("=")[0].strip() in IMPROVEMENT_ONLY_SETTINGS
-                                             for s in own):
+            if label in cmt_variants and improvement_only(own):
                 stage = dict(stage="improvement", from_dir=Path(runs) / f"cmt-{dataset}-s{seed}")
             summary = train_or_reuse(run_dir, algo, dataset, steps=steps, seed=seed, eval_every=0,
                                      eval_episodes=1, overrides=settings, progress=progress, **stage)

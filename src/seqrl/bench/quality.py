@@ -51,7 +51,7 @@ def run_quality(algos, datasets, seeds, steps: int, eval_every: int, eval_episod
                 overrides: dict[str, list[str]], runs: str = "runs/quality", score_threshold: float = 50.0,
                 out_dir: str | None = "benchmarks/results", name: str = "quality", command: str = "",
                 progress: bool = True) -> dict:
-    from seqrl.algos.cmt import IMPROVEMENT_ONLY_SETTINGS
+    from seqrl.algos.cmt import improvement_only
 
     rows = []
     for dataset in datasets:
@@ -60,9 +60,7 @@ def run_quality(algos, datasets, seeds, steps: int, eval_every: int, eval_episod
             algo = algo or label
             settings = overrides.get(label, [])
             base = set(overrides.get("cmt", []))
-            reuse = (algo == "cmt" and label != "cmt" and
-                     all(s.partition("=")[0].strip() in IMPROVEMENT_ONLY_SETTINGS
-                         for s in set(settings) - base))
+            reuse = algo == "cmt" and label != "cmt" and improvement_only(set(settings) - base)
             per_seed, without_pt = [], []
             for seed in seeds:
                 run_dir = Path(runs) / f"{label}-{dataset}-s{seed}"
