@@ -93,3 +93,57 @@ def test_mlp_policy_and_input_errors():
         policy.act(np.zeros((3, 4)))
     with pytest.raises(ConfigError, match="eval_keep"):
         _dt_policy(4, keep=4)
+
+
+def _scrambled(model, seed=0):
+    """Weights large enough that actions spread over (-1, 1), so a precision test can fail."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.4)
+    return model
+
+
+def _rollout(policy, obs, rewards, n):
+    policy.reset(target_return=50.0, num_envs=n)
+    return np.stack([policy.act(obs[t], rewards[t - 1] if t else 0.0) for t in range(len(obs))])
+
+
+@pytest.mark.parametrize("make", ["dt", "cmt", "mlp"])
+def test_bf16_rollouts_follow_fp32_within_bf16_rounding(make):
+    from seqrl.models import CMT
+
+    def build():
+        if make == "dt":
+            return _scrambled(DecisionTransformer(4, 2, context_len=6, embed_dim=16, num_layers=2))
+        if make == "cmt":
+            return _scrambled(CMT(4, 2, context_len=6, fragment_len=6, prompt_len=2, embed_dim=16,
+                                  num_layers=2, encoder_layers=1, adaptor_hidden=16))
+        return _scrambled(MLPPolicy(4, 2))
+
+    spec = {"obs_mean": [0.0] * 4, "obs_std": [1.0] * 4, "return_scale": 100.0, "eval_keep": 2,
+            "prompt_source": "history"}
+    rng = np.random.default_rng(3)
+    obs = rng.standard_normal((15, 3, 4)).astype(np.float32)
+    rewards = rng.standard_normal((15, 3)).astype(np.float32)
+    fp32 = _rollout(Policy(build(), spec), obs, rewards, 3)
+    model = build()
+    half = Policy(model, {**spec, "eval_precision": "bf16"})
+    assert all(p.dtype == torch.bfloat16 for p in half.model.parameters())
+    assert all(p.dtype == torch.float32 for p in model.parameters())   # a trainer's model stays fp32
+    bf16 = _rollout(half, obs, rewards, 3)
+    assert bf16.dtype == np.float32 and np.abs(fp32).mean() > 0.3    # actions far from 0
+    assert np.abs(bf16 - fp32).max() < 0.1 and np.abs(bf16 - fp32).mean() < 0.02
+    assert not np.array_equal(bf16, fp32)                             # it did run in bf16
+
+
+def test_unknown_eval_precision_is_a_config_error():
+    from seqrl.algos.base import apply_overrides
+    from seqrl.algos.dt import DTConfig
+    from seqrl.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="eval_precision"):
+        Policy(MLPPolicy(4, 2), {"obs_mean": [0.0] * 4, "obs_std": [1.0] * 4, "eval_precision": "fp16"})
+    with pytest.raises(ConfigError, match="eval_precision must be one of"):
+        apply_overrides(DTConfig(), ["eval_precision=int8"])
+    assert apply_overrides(DTConfig(), ["eval_precision=bf16"]).eval_precision == "bf16"

@@ -212,6 +212,7 @@ def test_bench_quality_and_eval_small(hopper_file, tmp_path, capsys):
     assert ev["runs"]["seqrl"]["env_steps"] == 2000   # HalfCheetah episodes never end early
     assert ev["speedup_vs_sequential"] > 0 and (tmp_path / "eval.json").exists()
     assert ev["raw_env_step_us"] > 0 and ev["raw_env_step_random_actions_us"] > 0
+    assert ev["runs"]["seqrl_bf16"]["precision"] == "bf16" and ev["seqrl_bf16_env_step_us"] > 0
 
 
 class FakeWandb:

@@ -203,6 +203,8 @@ def cmd_eval(args) -> int:
     from seqrl.policy import Policy
 
     overrides = {} if args.keep is None else {"eval_keep": args.keep}
+    if args.precision is not None:
+        overrides["eval_precision"] = args.precision
     if args.prompt_source is not None:
         overrides["prompt_source"] = args.prompt_source
     if args.video is not None:
@@ -468,6 +470,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--keep", type=int, default=None, metavar="K",
                     help="steps kept when the DT context window is full (default K//2; K-1 recomputes "
                          "the last K steps every step, as the reference implementation)")
+    ev.add_argument("--precision", choices=("fp32", "bf16"), default=None,
+                    help="precision of the rollouts (default: the run's eval_precision, fp32); bf16 is "
+                         "faster on CPUs with bf16 units, its actions differ by bf16 rounding")
     ev.add_argument("--prompt-source", choices=("stored", "history"), default=None,
                     help="CMT runs: act from the stored prompt of the best offline episodes or from the "
                          "episode's own recent steps (default: the run's prompt_source)")

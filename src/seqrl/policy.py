@@ -28,6 +28,7 @@ returns-to-go; the prompt is recomputed at each re-encoding (seqrl.algos.cmt exp
 
 from __future__ import annotations
 
+import copy
 import os
 
 import numpy as np
@@ -38,6 +39,10 @@ from seqrl.models import CMT, DecisionTransformer, MLPPolicy
 from seqrl.train.checkpoint import load_checkpoint
 
 MODEL_CLASSES = {"DecisionTransformer": DecisionTransformer, "MLPPolicy": MLPPolicy, "CMT": CMT}
+# eval_precision: bf16 casts the weights and the context buffers to bfloat16; observation
+# normalisation, the return bookkeeping and attention over the KV cache stay in fp32. Cheaper acting on
+# CPUs with bf16 matrix units; actions differ from fp32 ones by bf16 rounding (docs/training.md)
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 def build_model(spec: dict) -> torch.nn.Module:
@@ -48,6 +53,12 @@ class Policy:
     """A model plus what acting needs: observation normalisation, return scale, target return."""
 
     def __init__(self, model: torch.nn.Module, spec: dict, device="cpu"):
+        precision = spec.get("eval_precision") or "fp32"
+        if precision not in PRECISIONS:
+            raise ConfigError(f"eval_precision must be one of {tuple(PRECISIONS)}, got '{precision}'")
+        self.dtype = PRECISIONS[precision]
+        if self.dtype != torch.float32:  # a cast copy: the caller's model (the trainer's) stays as it is
+            model = copy.deepcopy(model).to(self.dtype)
         self.model = model.to(device).eval()
         self.spec = spec
         self.device = torch.device(device)
@@ -98,10 +109,11 @@ class Policy:
         if target_return is None and self.model.condition_on_returns:
             raise ConfigError("this policy conditions on returns: give reset(target_return=...)")
         m, k, dev = self.model, self.model.context_len, self.device
-        self._states = torch.zeros(num_envs, k, m.obs_dim, device=dev)
-        self._actions = torch.zeros(num_envs, k, m.act_dim, device=dev)
-        self._rtg = torch.zeros(num_envs, k, device=dev)
-        self._rewards = torch.zeros(num_envs, k, device=dev)
+        dt = self.dtype
+        self._states = torch.zeros(num_envs, k, m.obs_dim, device=dev, dtype=dt)
+        self._actions = torch.zeros(num_envs, k, m.act_dim, device=dev, dtype=dt)
+        self._rtg = torch.zeros(num_envs, k, device=dev, dtype=dt)
+        self._rewards = torch.zeros(num_envs, k, device=dev, dtype=dt)
         self._timesteps = torch.zeros(num_envs, k, dtype=torch.long, device=dev)
         self._return_left = torch.full((num_envs,), float(target_return or 0.0), device=dev)
         self._window = 0   # steps in the current context window
@@ -110,9 +122,9 @@ class Policy:
         self._context_z = None
         if self.is_prompt_dt:  # no demonstration yet: an empty (all-padding) prompt
             p = m.prompt_len
-            self._dt_prompt = {"observations": torch.zeros(num_envs, p, m.obs_dim, device=dev),
-                               "actions": torch.zeros(num_envs, p, m.act_dim, device=dev),
-                               "returns_to_go": torch.zeros(num_envs, p, device=dev),
+            self._dt_prompt = {"observations": torch.zeros(num_envs, p, m.obs_dim, device=dev, dtype=dt),
+                               "actions": torch.zeros(num_envs, p, m.act_dim, device=dev, dtype=dt),
+                               "returns_to_go": torch.zeros(num_envs, p, device=dev, dtype=dt),
                                "timesteps": torch.zeros(num_envs, p, dtype=torch.long, device=dev),
                                "mask": torch.zeros(num_envs, p, dtype=torch.bool, device=dev)}
         self._cache = m.generator.new_cache(num_envs, device=dev) if self.is_cmt else \
@@ -165,12 +177,13 @@ class Policy:
                    torch.as_tensor(np.asarray(returns_to_go, np.float32), device=dev) / self.return_scale)
             steps = (torch.zeros(states.shape[:2], dtype=torch.long, device=dev) if timesteps is None
                      else torch.as_tensor(np.asarray(timesteps), dtype=torch.long, device=dev))
-            self._dt_prompt = {"observations": states, "actions": actions,
-                               "returns_to_go": torch.where(mask, rtg, 0.0),
+            self._dt_prompt = {"observations": states.to(self.dtype), "actions": actions.to(self.dtype),
+                               "returns_to_go": torch.where(mask, rtg, 0.0).to(self.dtype),
                                "timesteps": torch.where(mask, steps, 0), "mask": mask}
             return
         rewards = torch.where(mask, m.normalize_reward(rewards), 0.0)
-        self._context_z = m.encode(states, actions, rewards, mask)
+        dt = self.dtype
+        self._context_z = m.encode(states.to(dt), actions.to(dt), rewards.to(dt), mask)
 
     @torch.no_grad()
     def act(self, obs, reward=0.0) -> np.ndarray:
@@ -187,7 +200,7 @@ class Policy:
         if self.is_sequence_model:
             action = self._act_sequence(obs_t, reward)
         else:
-            action = self.model(obs_t)
+            action = self.model(obs_t.to(self.dtype))
         action = action.float().cpu().numpy()
         return action[0] if single else action
 

@@ -32,6 +32,8 @@ class BCConfig(OptimConfig):
     """dropout after each hidden layer"""
     top_fraction: float = 1.0
     """clone this fraction of episodes with the highest returns (%BC)"""
+    eval_precision: str = "fp32"
+    """fp32 or bf16: precision of evaluation rollouts, as DT"""
 
 
 class BehaviourCloning(Algorithm):
@@ -56,4 +58,5 @@ class BehaviourCloning(Algorithm):
 
     def policy_spec(self) -> dict:
         return {"model_class": "MLPPolicy", "model_kwargs": dict(self.model_kwargs),
-                "obs_mean": self.sampler.obs_mean.tolist(), "obs_std": self.sampler.obs_std.tolist()}
+                "obs_mean": self.sampler.obs_mean.tolist(), "obs_std": self.sampler.obs_std.tolist(),
+                "eval_precision": self.config.eval_precision}

@@ -54,7 +54,7 @@ PROMPT_SOURCES = ("stored", "history")
 IMPROVEMENT_ONLY_SETTINGS = frozenset({
     "prompt_tuning", "improve_steps", "improve_learning_rate", "improve_warmup_steps",
     "behaviour_coef", "relabel_states", "plan_horizon", "beam_width", "plan_candidates", "plan_noise",
-    "plan_batch", "prompt_source", "eval_keep"})
+    "plan_batch", "prompt_source", "eval_keep", "eval_precision"})
 
 
 def improvement_only(settings) -> bool:
@@ -110,6 +110,8 @@ class CMTConfig(OptimConfig):
     """the stored prompt averages fragments of this fraction of best episodes (at most 64)"""
     eval_keep: int | None = None
     """steps kept when the evaluation window is full (None: K // 2), as DT"""
+    eval_precision: str = "fp32"
+    """fp32 or bf16: precision of evaluation rollouts, as DT"""
     # ---- improvement stage
     prompt_tuning: bool = True
     """False: skip the improvement stage (Q1's ablation)"""
@@ -227,7 +229,8 @@ class _CMTBase(Algorithm):
     def policy_spec(self) -> dict:
         return {"model_class": "CMT", "model_kwargs": dict(self.model_kwargs),
                 "obs_mean": self.sampler.obs_mean.tolist(), "obs_std": self.sampler.obs_std.tolist(),
-                "eval_keep": self.config.eval_keep, "prompt_source": self.config.prompt_source}
+                "eval_keep": self.config.eval_keep, "prompt_source": self.config.prompt_source,
+                "eval_precision": self.config.eval_precision}
 
 
 class CMTRepresentation(_CMTBase):

@@ -48,6 +48,8 @@ class DTConfig(OptimConfig):
     """returns-to-go are divided by this before embedding"""
     eval_keep: int | None = None
     """steps kept when the evaluation context window is full (None: K // 2; K - 1: the reference)"""
+    eval_precision: str = "fp32"
+    """fp32 or bf16: precision of evaluation rollouts (bf16 acts faster on CPUs with bf16 units)"""
 
 
 class DecisionTransformerAlgorithm(Algorithm):
@@ -86,4 +88,5 @@ class DecisionTransformerAlgorithm(Algorithm):
     def policy_spec(self) -> dict:
         return {"model_class": "DecisionTransformer", "model_kwargs": dict(self.model_kwargs),
                 "obs_mean": self.sampler.obs_mean.tolist(), "obs_std": self.sampler.obs_std.tolist(),
-                "return_scale": self.config.return_scale, "eval_keep": self.config.eval_keep}
+                "return_scale": self.config.return_scale, "eval_keep": self.config.eval_keep,
+                "eval_precision": self.config.eval_precision}

@@ -8,7 +8,7 @@ so every way does the same amount of environment work):
     records both). The replay is the floor the target compares with. Both raw timings include making and
     resetting the environments, as seqrl's evaluation time does;
   * seqrl: ``seqrl.eval.evaluate`` with N episodes in parallel, one batched forward per step with the
-    KV cache (default context rule, and the reference rule eval_keep = K - 1);
+    KV cache (default context rule in fp32 and in bf16, and the reference rule eval_keep = K - 1);
   * sequential full context: one environment, the last K steps re-encoded by a full forward at every
     step, as the DT reference code evaluates (re-implemented here).
 Targets (issue 4): seqrl's wall time per environment step <= 2x the raw step, and >= 8x faster than the
@@ -103,18 +103,24 @@ def run_eval_bench(episodes: int = 40, env_id: str = "HalfCheetah-v5", sequentia
     model = DecisionTransformer(obs_dim, act_dim).eval()   # DT paper size: K=20, 128 dims, 3 layers
     spec = {"obs_mean": [0.0] * obs_dim, "obs_std": [1.0] * obs_dim, "return_scale": 1000.0}
     raw_random = _raw_step_seconds(env_id, episodes, 1000, seed)
-    results = {}
-    for name, keep in (("seqrl", None), ("seqrl_reference_window", model.context_len - 1)):
-        policy = _Recording(Policy(model, {**spec, "eval_keep": keep}))
+    results, raw_replay = {}, {}
+    for name, keep, precision in (("seqrl", None, "fp32"), ("seqrl_bf16", None, "bf16"),
+                                  ("seqrl_reference_window", model.context_len - 1, "fp32")):
+        torch.manual_seed(seed)   # the same weights for every way (Policy casts its model for bf16)
+        weights = DecisionTransformer(obs_dim, act_dim).eval()
+        policy = _Recording(Policy(weights, {**spec, "eval_keep": keep, "eval_precision": precision}))
         ev = evaluate(policy, env_id, episodes, target_return=6000.0, seed=seed)
         if min(ev["episode_lengths"]) != 1000:
             raise RuntimeError("the evaluation cost benchmark needs episodes that never end early")
-        results[name] = {"seconds": ev["seconds"], "env_steps": ev["env_steps"],
+        results[name] = {"seconds": ev["seconds"], "env_steps": ev["env_steps"], "precision": precision,
                          "seconds_per_env_step": ev["seconds"] / ev["env_steps"]}
-        if name == "seqrl":
-            raw = _raw_step_seconds(env_id, episodes, 1000, seed, actions=np.stack(policy.actions))
+        if name in ("seqrl", "seqrl_bf16"):   # each against the physics of its own actions
+            raw_replay[name] = _raw_step_seconds(env_id, episodes, 1000, seed,
+                                                 actions=np.stack(policy.actions))
+    raw = raw_replay["seqrl"]
     sequential = _sequential_full_context_seconds(model, env_id, sequential_steps, seed)
     per_step = results["seqrl"]["seconds_per_env_step"]
+    per_step_bf16 = results["seqrl_bf16"]["seconds_per_env_step"]
     result = {
         "benchmark": "eval", "command": command, "commit": git_commit(), "machine": machine_info(),
         "torch_threads": torch.get_num_threads(), "env": env_id, "episodes": episodes, "seed": seed,
@@ -127,10 +133,17 @@ def run_eval_bench(episodes: int = 40, env_id: str = "HalfCheetah-v5", sequentia
         "sequential_steps_measured": sequential_steps,
         "seqrl_vs_raw_step": per_step / raw,
         "speedup_vs_sequential": sequential / per_step,
+        "raw_env_step_bf16_actions_us": raw_replay["seqrl_bf16"] * 1e6,
+        "seqrl_bf16_env_step_us": per_step_bf16 * 1e6,
+        "seqrl_bf16_vs_raw_step": per_step_bf16 / raw_replay["seqrl_bf16"],
+        "speedup_bf16_vs_sequential": sequential / per_step_bf16,
         "runs": results, "targets": TARGETS,
     }
     result["meets_targets"] = (result["seqrl_vs_raw_step"] <= TARGETS["seqrl_vs_raw_step"]
                                and result["speedup_vs_sequential"] >= TARGETS["speedup_vs_sequential"])
+    result["bf16_meets_targets"] = (
+        result["seqrl_bf16_vs_raw_step"] <= TARGETS["seqrl_vs_raw_step"]
+        and result["speedup_bf16_vs_sequential"] >= TARGETS["speedup_vs_sequential"])
     if out_dir:
         write_result(out_dir, "eval", result, _markdown(result))
     print(_markdown(result))
@@ -149,10 +162,14 @@ def _markdown(r: dict) -> str:
 | raw vector-environment step, uniform random actions (no model) | {r['raw_env_step_random_actions_us']:.1f} us |
 | raw vector-environment step, replaying seqrl's actions (no model; the same physics) | {r['raw_env_step_us']:.1f} us |
 | seqrl, {r['episodes']} in parallel, KV cache (default context rule) | {r['seqrl_env_step_us']:.1f} us |
+| raw vector-environment step, replaying seqrl's bf16 actions | {r['raw_env_step_bf16_actions_us']:.1f} us |
+| seqrl, {r['episodes']} in parallel, KV cache, bf16 rollouts (eval_precision=bf16) | {r['seqrl_bf16_env_step_us']:.1f} us |
 | seqrl, {r['episodes']} in parallel, reference window (eval_keep = K-1) | {r['seqrl_reference_window_env_step_us']:.1f} us |
 | sequential full context (one env, window re-encoded each step; {r['sequential_steps_measured']} steps) | {r['sequential_full_context_step_us']:.1f} us |
 
 - seqrl / raw step (replayed actions): **{r['seqrl_vs_raw_step']:.2f}x** (target <= {r['targets']['seqrl_vs_raw_step']}x);
   against uniform random actions {r['seqrl_env_step_us'] / r['raw_env_step_random_actions_us']:.2f}x
 - speed-up over sequential full context: **{r['speedup_vs_sequential']:.1f}x** (target >= {r['targets']['speedup_vs_sequential']}x)
+- bf16 rollouts: **{r['seqrl_bf16_vs_raw_step']:.2f}x** the raw step replaying their own actions, **{r['speedup_bf16_vs_sequential']:.1f}x** faster than
+  sequential full context (fp32, as the reference implementations)
 """
