@@ -4,8 +4,10 @@
 
 The shapes are those of a batched rollout at the DT paper's size (40 episodes, one 128-dim head): a
 step feeds 3 new tokens (1 in the last layer) against 30-60 cached keys, and a re-encoding runs 30
-tokens causally. ``seqrl.models.gpt.CausalSelfAttention`` takes the plain path whenever it decodes
-with a cache on the CPU; this records why. Writes benchmarks/results/decode_attention.{json,md}.
+tokens causally. seqrl decodes with SDPA in fp32 over an fp32 cache, also for bf16 policies
+(``eval_precision=bf16``); this records the alternatives it measured. The plain math was no faster on the
+incremental steps in fp32, and switching would change the rounding, and with it the evaluation
+trajectories, of every checkpoint already scored. Writes benchmarks/results/decode_attention.{json,md}.
 """
 
 from __future__ import annotations
@@ -30,13 +32,18 @@ def _us(fn, calls: int) -> float:
     return (time.perf_counter() - t0) / calls * 1e6
 
 
+def plain_attention(q, k, v, mask):
+    """softmax(q k^T / sqrt(d) masked) v in three plain ops."""
+    scores = (q @ k.transpose(-1, -2)) * (1.0 / math.sqrt(q.shape[-1]))
+    return scores.masked_fill(~mask, float("-inf")).softmax(dim=-1) @ v
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=2000)
     args = parser.parse_args()
 
     from seqrl.bench.machine import git_commit, machine_info, write_result
-    from seqrl.models.gpt import attention
 
     torch.set_num_threads(1)
     rows = []
@@ -46,9 +53,9 @@ def main() -> None:
             q, k, v = (torch.randn(40, 1, t, 128, generator=gen).to(dtype) for t in (tq, tk, tk))
             mask = torch.ones(tq, tk, dtype=torch.bool).tril(tk - tq)   # query j sees keys up to its own
             sdpa = _us(lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=mask), args.calls)
-            plain = _us(lambda: attention(q, k, v, mask, 0.0, plain=True), args.calls)
+            plain = _us(lambda: plain_attention(q, k, v, mask), args.calls)
             ref = (q.float() @ k.float().transpose(-1, -2) / math.sqrt(128)).masked_fill(~mask, -math.inf)
-            err = (attention(q, k, v, mask, 0.0, plain=True).float() - ref.softmax(-1) @ v.float()).abs().max()
+            err = (plain_attention(q, k, v, mask).float() - ref.softmax(-1) @ v.float()).abs().max()
             rows.append({"dtype": str(dtype).removeprefix("torch."), "queries": tq, "keys": tk,
                          "sdpa_us": sdpa, "plain_us": plain, "sdpa_over_plain": sdpa / plain,
                          "plain_max_error_vs_fp32": float(err)})

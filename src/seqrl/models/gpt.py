@@ -58,13 +58,11 @@ class Dropout(nn.Module):
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
-              dropout_p: float, plain: bool = False) -> torch.Tensor:
+              dropout_p: float) -> torch.Tensor:
     """softmax(q k^T / sqrt(d) + mask) v with dropout on the weights; ``mask`` (Tq, Tk) is True where a
     query may attend. SDPA unless dropout is on in a CPU run: SDPA then falls back to its plain-math
-    path with torch's costly CPU mask, and this is the same math with ``dropout``'s mask. ``plain``
-    asks for that math anyway: for the few queries and short keys of CPU decoding, SDPA's CPU kernel
-    costs more than three plain ops (benchmarks/results/decode_attention.md)."""
-    if not plain and (dropout_p == 0.0 or q.device.type != "cpu"):
+    path with torch's costly CPU mask, and this is the same math with ``dropout``'s mask."""
+    if dropout_p == 0.0 or q.device.type != "cpu":
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
     scores = (q @ k.transpose(-1, -2)) * (1.0 / math.sqrt(q.shape[-1]))    # (B, nh, Tq, Tk)
     if mask is not None:
@@ -195,15 +193,14 @@ class CausalSelfAttention(nn.Module):
             k, v = cache.keys[layer, :, :, :end], cache.values[layer, :, :, :end]  # (B, nh, end, hd)
             q = q.to(k.dtype)                             # attention in the cache's precision
         p = self.attn_dropout if self.training else 0.0
-        plain = cache is not None and x.device.type == "cpu"   # decoding on the CPU (see attention)
-        if keep is None and start == 0 and not plain and (p == 0.0 or x.device.type != "cpu"):
+        if keep is None and start == 0 and (p == 0.0 or x.device.type != "cpu"):
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
         elif q.shape[2] == 1 and (keep is None or int(keep[-1]) == t - 1):
-            y = attention(q, k, v, None, p, plain)                     # the newest token sees all
+            y = attention(q, k, v, None, p)                            # the newest token sees all
         else:  # query j sits at position start + (keep[j] or j) and sees keys up to there
             q_pos = start + (torch.arange(t, device=x.device) if keep is None else keep.to(x.device))
             mask = torch.arange(k.shape[2], device=x.device)[None, :] <= q_pos[:, None]
-            y = attention(q, k, v, mask, p, plain)
+            y = attention(q, k, v, mask, p)
         y = y.to(x.dtype).transpose(1, 2).reshape(b, x_q.shape[1], h)
         return self.resid_dropout(self.proj(y))
 
@@ -248,8 +245,8 @@ class GPT(nn.Module):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * num_layers))
 
     def new_cache(self, batch_size: int, max_len: int, device=None, dtype=torch.float32) -> KVCache:
-        """A cache in ``dtype``: fp32 also for a bf16 model, whose attention then runs in fp32 (on the
-        CPU the few-row bf16 batched matmuls of decoding cost more than fp32 ones, see
+        """A cache in ``dtype``: fp32 also for a bf16 model, whose attention then runs in fp32 over
+        full-precision keys (on the CPU bf16 gains nothing at decoding's shapes:
         benchmarks/results/decode_attention.md)."""
         return KVCache(self.num_layers, batch_size, self.num_heads, max_len,
                        self.embed_dim // self.num_heads, device=device, dtype=dtype)
