@@ -45,6 +45,13 @@ MODEL_CLASSES = {"DecisionTransformer": DecisionTransformer, "MLPPolicy": MLPPol
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
+def eval_dtype(precision: str | None) -> torch.dtype:
+    """The torch dtype of an ``eval_precision`` setting (None: fp32); a ConfigError for others."""
+    if (precision or "fp32") not in PRECISIONS:
+        raise ConfigError(f"eval_precision must be one of {tuple(PRECISIONS)}, got '{precision}'")
+    return PRECISIONS[precision or "fp32"]
+
+
 def build_model(spec: dict) -> torch.nn.Module:
     return MODEL_CLASSES[spec["model_class"]](**spec["model_kwargs"])
 
@@ -53,10 +60,7 @@ class Policy:
     """A model plus what acting needs: observation normalisation, return scale, target return."""
 
     def __init__(self, model: torch.nn.Module, spec: dict, device="cpu"):
-        precision = spec.get("eval_precision") or "fp32"
-        if precision not in PRECISIONS:
-            raise ConfigError(f"eval_precision must be one of {tuple(PRECISIONS)}, got '{precision}'")
-        self.dtype = PRECISIONS[precision]
+        self.dtype = eval_dtype(spec.get("eval_precision"))
         if self.dtype != torch.float32:  # a cast copy: the caller's model (the trainer's) stays as it is
             model = copy.deepcopy(model).to(self.dtype)
         self.model = model.to(device).eval()

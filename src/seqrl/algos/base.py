@@ -44,12 +44,10 @@ def apply_overrides(config, overrides: list[str] | dict):
             raise ConfigError(f"unknown setting '{key}' for {type(config).__name__} "
                               f"(settings: {', '.join(sorted(known))})")
         setattr(config, key, _convert(key, value, getattr(config, key), known[key].type))
-    if "eval_precision" in known:
-        from seqrl.policy import PRECISIONS
+    if "eval_precision" in known:  # checked now, not at the first evaluation
+        from seqrl.policy import eval_dtype
 
-        if config.eval_precision not in PRECISIONS:
-            raise ConfigError(f"eval_precision must be one of {tuple(PRECISIONS)}, "
-                              f"got '{config.eval_precision}'")
+        eval_dtype(config.eval_precision)
     return config
 
 
