@@ -101,13 +101,6 @@ class Policy:
                 from None
         return cls(model, spec, device)
 
-    def fork(self) -> "Policy":
-        """Another policy over the same model (weights shared, not copied) with its own episodes: the
-        evaluator's second half of environments (seqrl.eval.evaluator). Call ``reset`` on it."""
-        twin = copy.copy(self)
-        twin.num_envs, twin._context_z = 0, None
-        return twin
-
     # ------------------------------------------------------------------------------ episodes
     def reset(self, target_return: float | None = None, num_envs: int = 1) -> None:
         """Start new episodes in ``num_envs`` environments, aiming at ``target_return`` (sequence models;

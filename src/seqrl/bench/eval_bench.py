@@ -6,12 +6,9 @@ so every way does the same amount of environment work):
     actions, and replaying the actions seqrl's evaluation took from the same starts, which repeats its
     physics exactly (a MuJoCo step costs more or less with the contacts the actions lead to; the result
     records both). The replay is the floor the target compares with. Both raw timings include making and
-    resetting the environments, as seqrl's evaluation time does. For reference also the random-action
-    step with the copies split over two processes (what the physics alone costs on two cores);
+    resetting the environments, as seqrl's evaluation time does;
   * seqrl: ``seqrl.eval.evaluate`` with N episodes in parallel, one batched forward per step with the
-    KV cache: once in one process, then as a user gets it (with two cores, environment worker
-    processes step one half of the copies while the model acts for the other half), in fp32 and in
-    bf16, and with the reference rule eval_keep = K - 1;
+    KV cache (default context rule in fp32 and in bf16, and the reference rule eval_keep = K - 1);
   * sequential full context: one environment, the last K steps re-encoded by a full forward at every
     step, as the DT reference code evaluates (re-implemented here).
 Targets (issue 4): seqrl's wall time per environment step <= 2x the raw step, and >= 8x faster than the
@@ -50,27 +47,11 @@ def _raw_step_seconds(env_id: str, num_envs: int, steps: int, seed: int, actions
     return elapsed / (steps * num_envs)
 
 
-def _raw_step_two_processes_seconds(env_id: str, num_envs: int, steps: int, seed: int) -> float:
-    """The physics floor on two cores: the copies split in two halves, each stepped by its own process
-    with uniform random actions at the same time; wall time until both are done, per environment step."""
-    import multiprocessing
-
-    half = num_envs - num_envs // 2
-    ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods()
-                                      else "spawn")
-    start = time.perf_counter()
-    with ctx.Pool(2) as pool:
-        pool.starmap(_raw_step_seconds, [(env_id, half, steps, seed), (env_id, num_envs - half, steps,
-                                                                         seed + half)])
-    return (time.perf_counter() - start) / (steps * num_envs)
-
-
 class _Recording:
-    """A policy that passes everything to ``policy`` and keeps the actions it returns (``forks``: the
-    recordings of the evaluator's other halves of environments, in environment order)."""
+    """A policy that passes everything to ``policy`` and keeps the actions it returns."""
 
     def __init__(self, policy):
-        self.policy, self.actions, self.forks = policy, [], []
+        self.policy, self.actions = policy, []
 
     def reset(self, *args, **kwargs):
         self.actions = []
@@ -83,15 +64,6 @@ class _Recording:
 
     def select(self, rows):
         self.policy.select(rows)
-
-    def fork(self):
-        twin = _Recording(self.policy.fork())
-        self.forks.append(twin)
-        return twin
-
-    def all_actions(self) -> np.ndarray:
-        """(steps, episodes, act_dim): every half's actions side by side."""
-        return np.concatenate([np.stack(r.actions) for r in [self] + self.forks], axis=1)
 
 
 def _sequential_full_context_seconds(model, env_id: str, steps: int, seed: int) -> float:
@@ -132,43 +104,34 @@ def run_eval_bench(episodes: int = 40, env_id: str = "HalfCheetah-v5", sequentia
     spec = {"obs_mean": [0.0] * obs_dim, "obs_std": [1.0] * obs_dim, "return_scale": 1000.0}
     raw_random = _raw_step_seconds(env_id, episodes, 1000, seed)
     results, raw_replay = {}, {}
-    ways = (("seqrl_one_process", None, "fp32", False), ("seqrl", None, "fp32", None),
-            ("seqrl_bf16", None, "bf16", None),
-            ("seqrl_reference_window", model.context_len - 1, "fp32", None))
-    for name, keep, precision, env_workers in ways:
+    for name, keep, precision in (("seqrl", None, "fp32"), ("seqrl_bf16", None, "bf16"),
+                                  ("seqrl_reference_window", model.context_len - 1, "fp32")):
         torch.manual_seed(seed)   # the same weights for every way (Policy casts its model for bf16)
         weights = DecisionTransformer(obs_dim, act_dim).eval()
         policy = _Recording(Policy(weights, {**spec, "eval_keep": keep, "eval_precision": precision}))
-        ev = evaluate(policy, env_id, episodes, target_return=6000.0, seed=seed, env_workers=env_workers)
+        ev = evaluate(policy, env_id, episodes, target_return=6000.0, seed=seed)
         if min(ev["episode_lengths"]) != 1000:
             raise RuntimeError("the evaluation cost benchmark needs episodes that never end early")
         results[name] = {"seconds": ev["seconds"], "env_steps": ev["env_steps"], "precision": precision,
-                         "env_workers": ev["env_workers"], "returns_mean": ev["return_mean"],
                          "seconds_per_env_step": ev["seconds"] / ev["env_steps"]}
         if name in ("seqrl", "seqrl_bf16"):   # each against the physics of its own actions
             raw_replay[name] = _raw_step_seconds(env_id, episodes, 1000, seed,
-                                                 actions=policy.all_actions())
+                                                 actions=np.stack(policy.actions))
     raw = raw_replay["seqrl"]
-    raw_two_processes = _raw_step_two_processes_seconds(env_id, episodes, 1000, seed)
     sequential = _sequential_full_context_seconds(model, env_id, sequential_steps, seed)
     per_step = results["seqrl"]["seconds_per_env_step"]
-    per_step_one = results["seqrl_one_process"]["seconds_per_env_step"]
     per_step_bf16 = results["seqrl_bf16"]["seconds_per_env_step"]
     result = {
         "benchmark": "eval", "command": command, "commit": git_commit(), "machine": machine_info(),
         "torch_threads": torch.get_num_threads(), "env": env_id, "episodes": episodes, "seed": seed,
         "model": "DecisionTransformer K=20, 128 dims, 3 layers, 1 head (random weights)",
-        "env_workers": results["seqrl"]["env_workers"],
         "raw_env_step_us": raw * 1e6,
         "raw_env_step_random_actions_us": raw_random * 1e6,
-        "raw_env_step_random_actions_two_processes_us": raw_two_processes * 1e6,
         "seqrl_env_step_us": per_step * 1e6,
-        "seqrl_one_process_env_step_us": per_step_one * 1e6,
         "seqrl_reference_window_env_step_us": results["seqrl_reference_window"]["seconds_per_env_step"] * 1e6,
         "sequential_full_context_step_us": sequential * 1e6,
         "sequential_steps_measured": sequential_steps,
         "seqrl_vs_raw_step": per_step / raw,
-        "seqrl_one_process_vs_raw_step": per_step_one / raw,
         "speedup_vs_sequential": sequential / per_step,
         "raw_env_step_bf16_actions_us": raw_replay["seqrl_bf16"] * 1e6,
         "seqrl_bf16_env_step_us": per_step_bf16 * 1e6,
@@ -197,19 +160,15 @@ def _markdown(r: dict) -> str:
 | way of evaluating | wall time per environment step |
 |---|---|
 | raw vector-environment step, uniform random actions (no model) | {r['raw_env_step_random_actions_us']:.1f} us |
-| raw vector-environment step, uniform random actions, two halves in two processes | {r['raw_env_step_random_actions_two_processes_us']:.1f} us |
 | raw vector-environment step, replaying seqrl's actions (no model; the same physics) | {r['raw_env_step_us']:.1f} us |
-| seqrl, {r['episodes']} in parallel, KV cache, one process (env_workers off) | {r['seqrl_one_process_env_step_us']:.1f} us |
-| seqrl, {r['episodes']} in parallel, KV cache (default: env_workers {'on' if r['env_workers'] else 'off'}) | {r['seqrl_env_step_us']:.1f} us |
+| seqrl, {r['episodes']} in parallel, KV cache (default context rule) | {r['seqrl_env_step_us']:.1f} us |
 | raw vector-environment step, replaying seqrl's bf16 actions | {r['raw_env_step_bf16_actions_us']:.1f} us |
 | seqrl, {r['episodes']} in parallel, KV cache, bf16 rollouts (eval_precision=bf16) | {r['seqrl_bf16_env_step_us']:.1f} us |
 | seqrl, {r['episodes']} in parallel, reference window (eval_keep = K-1) | {r['seqrl_reference_window_env_step_us']:.1f} us |
 | sequential full context (one env, window re-encoded each step; {r['sequential_steps_measured']} steps) | {r['sequential_full_context_step_us']:.1f} us |
 
-- seqrl / raw step (replayed actions, one process): **{r['seqrl_vs_raw_step']:.2f}x** (target <= {r['targets']['seqrl_vs_raw_step']}x);
-  in one process (no environment workers) {r['seqrl_one_process_vs_raw_step']:.2f}x; against uniform random
-  actions {r['seqrl_env_step_us'] / r['raw_env_step_random_actions_us']:.2f}x, against the random-action physics
-  spread over two processes {r['seqrl_env_step_us'] / r['raw_env_step_random_actions_two_processes_us']:.2f}x
+- seqrl / raw step (replayed actions): **{r['seqrl_vs_raw_step']:.2f}x** (target <= {r['targets']['seqrl_vs_raw_step']}x);
+  against uniform random actions {r['seqrl_env_step_us'] / r['raw_env_step_random_actions_us']:.2f}x
 - speed-up over sequential full context: **{r['speedup_vs_sequential']:.1f}x** (target >= {r['targets']['speedup_vs_sequential']}x)
 - bf16 rollouts: **{r['seqrl_bf16_vs_raw_step']:.2f}x** the raw step replaying their own actions, **{r['speedup_bf16_vs_sequential']:.1f}x** faster than
   sequential full context (fp32, as the reference implementations)
