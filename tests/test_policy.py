@@ -147,3 +147,19 @@ def test_unknown_eval_precision_is_a_config_error():
     with pytest.raises(ConfigError, match="eval_precision must be one of"):
         apply_overrides(DTConfig(), ["eval_precision=int8"])
     assert apply_overrides(DTConfig(), ["eval_precision=bf16"]).eval_precision == "bf16"
+
+
+def test_bf16_on_a_cpu_without_bf16_instructions_warns(monkeypatch):
+    import warnings
+
+    import seqrl.policy as policy_module
+
+    spec = {"obs_mean": [0.0] * 4, "obs_std": [1.0] * 4, "eval_precision": "bf16"}
+    monkeypatch.setattr(policy_module, "cpu_has_bf16_kernels", lambda: False)
+    with pytest.warns(UserWarning, match="without bf16 instructions"):
+        Policy(MLPPolicy(4, 2), spec)
+    monkeypatch.setattr(policy_module, "cpu_has_bf16_kernels", lambda: True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Policy(MLPPolicy(4, 2), spec)
+        Policy(MLPPolicy(4, 2), {**spec, "eval_precision": "fp32"})
