@@ -268,3 +268,18 @@ def test_wandb_missing_is_one_line(hopper_file, tmp_path, capsys, monkeypatch):
                          "--out", str(tmp_path / "r")], capsys)
     assert code == 2 and err == "error: --wandb needs the wandb package: pip install wandb\n"
     assert not (tmp_path / "r").exists()
+
+
+def test_bf16_training_on_a_cpu_without_bf16_instructions_warns(hopper_file, tmp_path, monkeypatch):
+    import warnings
+
+    import seqrl.policy
+
+    monkeypatch.setattr(seqrl.policy, "cpu_has_bf16_kernels", lambda: False)
+    with pytest.warns(UserWarning, match="without bf16 instructions"):
+        train("bc", hopper_file, steps=2, eval_episodes=0, out=tmp_path / "bf16", progress=False,
+              overrides=["hidden_dim=8", "bf16=true"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        train("bc", hopper_file, steps=2, eval_episodes=0, out=tmp_path / "fp32", progress=False,
+              overrides=["hidden_dim=8"])

@@ -22,6 +22,7 @@ import math
 import os
 import random
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -217,8 +218,15 @@ class Trainer:
         tracker = self._start_wandb() if run.wandb_project else None
         sums: dict = {}
         window_start, window_steps = time.perf_counter(), 0
-        autocast = torch.autocast(device_type=torch.device(run.device).type, dtype=torch.bfloat16,
-                                  enabled=cfg.bf16)
+        device_type = torch.device(run.device).type
+        if cfg.bf16 and device_type == "cpu" and self.step < run.steps:
+            from seqrl.policy import cpu_has_bf16_kernels
+
+            if not cpu_has_bf16_kernels():
+                warnings.warn("bf16=true on a CPU without bf16 instructions: autocast training is "
+                              "slower than fp32 here (about 10x on an AVX2 AMD EPYC); use bf16=false",
+                              stacklevel=2)
+        autocast = torch.autocast(device_type=device_type, dtype=torch.bfloat16, enabled=cfg.bf16)
         self.model.train()
         try:
             while self.step < run.steps:
