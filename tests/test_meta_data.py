@@ -58,7 +58,7 @@ def test_make_writes_minari_with_tasks(point_policies, capsys):
     assert "error:" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("family_name", ["point-robot", "cheetah-vel"])
+@pytest.mark.parametrize("family_name", ["point-robot", "cheetah-vel", "hopper-params"])
 def test_shipped_family_actors_take_observation_and_task_vector(family_name):
     """Every actor a shipped family manifest names loads and acts on observation + task vector."""
     import json
