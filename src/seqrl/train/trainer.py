@@ -22,7 +22,6 @@ import math
 import os
 import random
 import time
-import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -219,13 +218,10 @@ class Trainer:
         sums: dict = {}
         window_start, window_steps = time.perf_counter(), 0
         device_type = torch.device(run.device).type
-        if cfg.bf16 and device_type == "cpu" and self.step < run.steps:
-            from seqrl.policy import cpu_has_bf16_kernels
+        if cfg.bf16 and self.step < run.steps:
+            from seqrl.policy import warn_if_bf16_is_slow
 
-            if not cpu_has_bf16_kernels():
-                warnings.warn("bf16=true on a CPU without bf16 instructions: autocast training is "
-                              "slower than fp32 here (about 10x on an AVX2 AMD EPYC); use bf16=false",
-                              stacklevel=2)
+            warn_if_bf16_is_slow(run.device, "bf16=true", "autocast training is about 10x slower than fp32")
         autocast = torch.autocast(device_type=device_type, dtype=torch.bfloat16, enabled=cfg.bf16)
         self.model.train()
         try:
