@@ -58,24 +58,22 @@ def test_make_writes_minari_with_tasks(point_policies, capsys):
     assert "error:" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("family_name", ["point-robot", "cheetah-vel", "hopper-params"])
+@pytest.mark.parametrize("family_name", ["point-robot", "cheetah-vel", "hopper-params", "ant-dir",
+                                         "ant-fwd-back"])
 def test_shipped_family_actors_take_observation_and_task_vector(family_name):
     """Every actor a shipped family manifest names loads and acts on observation + task vector."""
-    import json
-
-    from seqrl.data.recipes import default_policy_root
-    from seqrl.policies.actor import load_actor
+    from seqrl.data.meta_recipes import behaviour_actor
+    from seqrl.data.recipes import load_manifest
 
     family = get_family(family_name)
-    root = default_policy_root() / family.behaviour_family
-    manifest = json.loads((root / "manifest.json").read_text())
+    manifest = load_manifest(family.behaviour_family)
     assert manifest["env_id"] == family.gym_id
     env = family.make(family.test_ids[0])
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
     task_dim = len(family.task_vector(family.test_ids[0]))
     names = {manifest["random"], manifest["medium"], manifest["expert"], *manifest["replay"]}
     for name in sorted(names):
-        action = load_actor(root / name).act(np.zeros((2, obs_dim + task_dim), np.float32),
-                                             np.random.default_rng(0))
+        action = behaviour_actor(manifest, name).act(np.zeros((2, obs_dim + task_dim), np.float32),
+                                                     np.random.default_rng(0))
         assert action.shape == (2, act_dim)
         assert np.all(np.abs(action) <= env.action_space.high)

@@ -65,6 +65,26 @@ def level_policies(manifest: dict, family: str, level: str) -> list[str]:
     return [manifest[level]]
 
 
+def behaviour_actor(manifest: dict, file: str):
+    """Load one actor a family manifest names. A manifest with ``actors_from`` borrows the actors of
+    another folder (e.g. ant-dir those of the single-task Ant) and ``wrapper`` says how they act in the
+    family: ``turned-ant`` acts in a frame turned to the task's direction (``policies/turned_ant.py``)."""
+    from seqrl.policies.actor import load_actor
+
+    root = Path(manifest["_root"])
+    if manifest.get("actors_from"):
+        root = root.parent / manifest["actors_from"]
+    actor = load_actor(root / file)
+    wrapper = manifest.get("wrapper")
+    if wrapper is None:
+        return actor
+    if wrapper == "turned-ant":
+        from seqrl.policies.turned_ant import TurnedAntActor
+
+        return TurnedAntActor(actor)
+    raise DatasetError(f"unknown behaviour wrapper '{wrapper}' in {root}/manifest.json")
+
+
 def copies(steps: int, episode_steps: int, most: int) -> int:
     """Environment copies for a block: the largest count up to ``most`` that divides the block's whole
     episodes, so that (without early terminations) no episode is cut at the end of the budget."""
@@ -80,8 +100,6 @@ def generate_meta(name: str, steps: int | None = None, seed: int = 0, num_envs: 
     from seqrl.data.collect import collect
     from seqrl.data.recipes import content_hash, load_manifest
     from seqrl.data.trajectories import TrajectoryDataset
-    from seqrl.policies.actor import load_actor
-
     family_name, level = split_meta_name(name)
     family = FAMILIES[family_name]
     manifest = load_manifest(family.behaviour_family, policy_root)
@@ -97,7 +115,7 @@ def generate_meta(name: str, steps: int | None = None, seed: int = 0, num_envs: 
     shares = np.full(len(files), episodes // len(files))
     shares[: episodes % len(files)] += 1
     shares *= family.episode_steps
-    actors = [load_actor(Path(manifest["_root"]) / f) for f in files]
+    actors = [behaviour_actor(manifest, f) for f in files]
     blocks = []
     with tqdm(total=per_task * len(task_ids), unit="step", desc=f"making {name}", disable=not progress,
               file=sys.stderr, dynamic_ncols=True) as bar:

@@ -339,7 +339,7 @@ FAMILIES: dict[str, TaskFamily] = {f.name: f for f in [
                return_scale=500.0, description="HalfCheetah, forward or backward"),
     TaskFamily("ant-fwd-back", "AntDir", 2, 0,
                lambda rng, n: [{"angle": 0.0}, {"angle": float(np.pi)}], seed=104, shared_tasks=True,
-               return_scale=500.0, description="Ant, forward or backward"),
+               behaviour="ant-dir", return_scale=500.0, description="Ant, forward or backward"),
     TaskFamily("ant-dir", "AntDir", 45, 5,
                lambda rng, n: [{"angle": float(a)} for a in rng.uniform(0.0, 2 * np.pi, size=n)],
                seed=105, return_scale=500.0, description="Ant, direction U[0, 2 pi)"),
