@@ -59,11 +59,12 @@ def quarter_turns(direction: np.ndarray) -> np.ndarray:
     return np.mod(np.rint(theta / (np.pi / 2)).astype(int), 4)
 
 
-def turned_observation(obs: np.ndarray, direction: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def turned_observation(obs: np.ndarray, direction: np.ndarray, k: np.ndarray | None = None
+                       ) -> tuple[np.ndarray, np.ndarray]:
     """The Ant actor's input (B, 105) for Ant-Dir observations (B, 27) and task vectors (B, 2), and the
-    quarter turns k (B,) used to rename the legs."""
+    quarter turns k (B,) used to rename the legs (default: ``quarter_turns(direction)``)."""
     theta = np.arctan2(direction[:, 1], direction[:, 0])
-    k = quarter_turns(direction)
+    k = quarter_turns(direction) if k is None else np.asarray(k)
     batch = np.arange(len(obs))[:, None]
     legs = (np.arange(4)[None, :] + k[:, None]) % 4           # (B, 4): leg that plays leg i's part
     sign = ANKLE_SIGN[None, :] * ANKLE_SIGN[legs]              # (B, 4)
