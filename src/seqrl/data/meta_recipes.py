@@ -1,7 +1,8 @@
 """Multi-task datasets for offline meta-RL, generated from privileged behaviour policies.
 
 A family's behaviour policy (``seqrl/policies/<family>/``, trained once per family with
-``scripts/train_behaviour.py --family``) sees the task vector after the observation; the datasets hold
+``scripts/train_behaviour.py --family``; ant-dir's are the single-task Ant actors in a frame turned to
+the task's direction, ``policies/turned_ant.py``) sees the task vector after the observation; the datasets hold
 only the observation (the task stays hidden) and record each episode's task id. Every task of the
 family, training and held-out, gets the same number of steps; training code keeps the held-out tasks'
 episodes out of training and out of the normalisation statistics (they serve as few-shot context only).
@@ -100,6 +101,7 @@ def generate_meta(name: str, steps: int | None = None, seed: int = 0, num_envs: 
     from seqrl.data.collect import collect
     from seqrl.data.recipes import content_hash, load_manifest
     from seqrl.data.trajectories import TrajectoryDataset
+
     family_name, level = split_meta_name(name)
     family = FAMILIES[family_name]
     manifest = load_manifest(family.behaviour_family, policy_root)
