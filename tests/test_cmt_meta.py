@@ -145,3 +145,102 @@ def test_tiny_meta_run_end_to_end(point_policies, tmp_path, capsys):
     assert main(["train", "bc", "--dataset", "point-robot", "--steps", "2", "--out",
                  str(tmp_path / "bc")]) != 0        # no meta-RL variant of BC: one-line error
     assert "error: 'point-robot' is a multi-task" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------- two prompts (task_encoder)
+def test_rank_index_draws_another_task_at_the_same_within_task_rank():
+    from seqrl.algos.meta import RankIndex
+
+    # task 0: returns 0..4 (5 episodes), task 1: returns 100..102 (3), task 2: one episode
+    tasks = np.array([0, 1, 0, 2, 1, 0, 0, 1, 0])
+    returns = np.array([3.0, 101, 0, 50, 100, 4, 1, 102, 2])
+    index = RankIndex(tasks, returns)
+    np.testing.assert_allclose(index.rank, [0.75, 0.5, 0.0, 0.5, 0.0, 1.0, 0.25, 1.0, 0.5])
+    rng = np.random.default_rng(0)
+    episodes = np.repeat(np.arange(len(tasks)), 50)
+    drawn = index.draw(episodes, rng)
+    assert np.all(tasks[drawn] != tasks[episodes])              # always another task
+    assert set(tasks[drawn[episodes == 2]]) == {1, 2}          # both other tasks get drawn
+    # the worst of task 0 maps to the worst of task 1, the best of task 1 to the best of task 0
+    assert set(drawn[(episodes == 2) & (tasks[drawn] == 1)]) == {4}
+    assert set(drawn[(episodes == 7) & (tasks[drawn] == 0)]) == {5}
+    assert set(drawn[(episodes == 1) & (tasks[drawn] == 0)]) == {8}   # rank 0.5 -> the median
+    with pytest.raises(ValueError):
+        RankIndex(np.zeros(3, int), np.arange(3.0))
+
+
+def test_two_prompt_model_tunes_the_policy_prompt_only():
+    torch.manual_seed(0)
+    model = CMT(obs_dim=3, act_dim=2, context_len=4, fragment_len=4, prompt_len=2, embed_dim=16,
+                num_layers=1, encoder_layers=1, dropout=0.0, sep_token=True, task_encoder=True).eval()
+    gen = model.generator
+    assert model.has_task_prompt and gen.prefix_len == 2 * 2 + 1
+    states, actions = torch.randn(3, 4, 3), torch.randn(3, 4, 2).clamp(-1, 1)
+    rewards, mask = torch.randn(3, 4), torch.ones(3, 4, dtype=torch.bool)
+    z, t = model.encode(states, actions, rewards, mask), model.encode_task(states, actions, rewards, mask)
+    assert z.shape == t.shape == (3, 2, 16) and not torch.allclose(z, t)   # two encoders
+    prompt = torch.cat([z, t], 1)
+    torch.testing.assert_close(model.tuned(prompt), prompt)                 # identity before tuning
+    torch.nn.init.normal_(model.adaptor.mlp[2].weight)
+    tuned = model.tuned(prompt)
+    torch.testing.assert_close(tuned[:, 2:], t)                             # the task prompt untouched
+    torch.testing.assert_close(tuned[:, :2], model.adaptor(z))
+    out = gen(tuned, states, actions, rewards, torch.arange(4).repeat(3, 1))
+    assert out["action_mean"].shape == (3, 4, 2)
+    one = CMT(obs_dim=3, act_dim=2, context_len=4, fragment_len=4, prompt_len=2, embed_dim=16,
+              num_layers=1, encoder_layers=1, sep_token=True)
+    with pytest.raises(ValueError):
+        one.encode_task(states, actions, rewards, mask)
+
+
+def test_two_prompt_losses_and_policy_prompts_from_other_tasks(point_data):
+    from seqrl.errors import ConfigError
+
+    part, family = training_part(point_data)
+    cfg = MetaCMTConfig(**TINY, task_encoder=True, policy_from="rank")
+    algo = MetaCMTRepresentation(cfg, part, family)
+    episodes = np.arange(part.num_episodes).repeat(4)
+    drawn = algo.policy_episodes(episodes)
+    assert np.all(part.episode_tasks[drawn] != part.episode_tasks[episodes])
+    loss, metrics = algo.loss()
+    loss.backward()
+    assert torch.isfinite(loss) and metrics["task_infonce"].item() > 0
+    # the task InfoNCE and the reconstruction reach the task encoder, the trajectory InfoNCE A_e
+    assert algo.model.task_encoder.queries.grad.abs().sum() > 0
+    assert algo.model.encoder.queries.grad.abs().sum() > 0
+    assert algo.context_prompt(episodes[:5]).shape == (5, 2 * TINY["prompt_len"], TINY["embed_dim"])
+    with pytest.raises(ConfigError, match="task_encoder"):
+        MetaCMTRepresentation(MetaCMTConfig(**TINY, policy_from="rank"), part, family)
+    with pytest.raises(ConfigError, match="policy_from"):
+        MetaCMTRepresentation(MetaCMTConfig(**TINY, task_encoder=True, policy_from="best"), part, family)
+
+
+def test_tiny_two_prompt_run_acts_from_the_stored_policy_prompt(point_policies, tmp_path):
+    from seqrl.data.sources import load_source
+    from seqrl.policy import Policy
+
+    assert main(["data", "make", "point-robot", "--steps", "3000", "--no-progress"]) == 0
+    out = tmp_path / "run"
+    settings = [f"--set={k}={v}" for k, v in TINY.items()]
+    assert main(["train", "cmt", "--dataset", "point-robot", "--steps", "4", "--eval-episodes", "2",
+                 "--out", str(out), "--no-progress", "--set", "task_encoder=true",
+                 "--set", "policy_from=rank", "--set", "improve_steps=3", "--set", "relabel_states=8",
+                 "--set", "plan_horizon=2", "--set", "beam_width=2", "--set", "plan_candidates=2",
+                 *settings]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(summary["eval"]["curve"]) == 2
+    policy = Policy.load(out)
+    m, p = policy.model, TINY["prompt_len"]
+    assert m.has_task_prompt and m.stored_task_prompt.abs().sum() > 0
+    data = load_source("point-robot")
+    eps = [data.episode(int(e)) for e in np.flatnonzero(data.episode_tasks == 0)[:3]]
+    policy.reset(num_envs=3)
+    policy.set_context(np.stack([e["observations"][:5] for e in eps]),
+                       np.stack([e["actions"][:5] for e in eps]),
+                       np.stack([e["rewards"][:5] for e in eps]))
+    prompt = policy._cmt_prompt(0)
+    expected_z = m.tuned(torch.cat([m.stored_prompt, m.stored_task_prompt])[None])[0, :p]
+    for row in range(3):   # the policy part is the stored one whatever the context; the task part differs
+        torch.testing.assert_close(prompt[row, :p], expected_z)
+    assert not torch.allclose(prompt[0, p:], prompt[1, p:])
+    assert policy.act(np.zeros((3, m.obs_dim), np.float32)).shape == (3, m.act_dim)

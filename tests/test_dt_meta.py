@@ -226,3 +226,23 @@ def test_bench_meta_tiny_trains_evaluates_and_reuses(point_policies, tmp_path):
     stamp = (tmp_path / "runs" / "dt-point-robot-s0" / "summary.json").stat().st_mtime_ns
     run_meta_bench("point-robot", **kwargs)                 # finished runs are reused, not retrained
     assert (tmp_path / "runs" / "dt-point-robot-s0" / "summary.json").stat().st_mtime_ns == stamp
+    # --baselines-from: only a new CMT variant trains; the base rows are copied from the earlier result
+    from seqrl.errors import ConfigError
+
+    earlier = tmp_path / "out" / "meta-point-robot.json"
+    two = dict(kwargs, cmt_variants=["cmt-two"], name="meta-two", baselines_from=str(earlier),
+               overrides={**kwargs["overrides"], "cmt-two": ["task_encoder=true", "policy_from=rank"]})
+    again = run_meta_bench("point-robot", **two)
+    assert (tmp_path / "runs" / "dt-point-robot-s0" / "summary.json").stat().st_mtime_ns == stamp
+    copied = {r["protocol"]: r for r in result["rows"] if r["run"] in ("cmt", "prompt-dt", "dt", "oracle-dt")}
+    for row in again["rows"][:len(copied)]:
+        assert row == json.loads(json.dumps(copied[row["protocol"]]))   # (tuples become lists in JSON)
+    assert [r["protocol"] for r in again["rows"]] == [p[0] for p in protocols("point-robot", ["cmt-two"])]
+    assert {"cmt-two_cmt_zero_shot_ge_prompt_dt_few_shot", "cmt-two_q4_none_lt_medium_lt_expert"} <= set(
+        again["goals"])
+    assert again["baselines_from"]["commit"] == result["commit"]
+    assert "copied from" in (tmp_path / "out" / "meta-two.md").read_text()
+    config = json.loads((tmp_path / "runs" / "cmt-two-point-robot-s0" / "config.json").read_text())
+    assert config["algo"]["task_encoder"] is True
+    with pytest.raises(ConfigError, match="not comparable"):
+        run_meta_bench("point-robot", **dict(two, steps=4))

@@ -301,7 +301,7 @@ def cmd_bench_meta(args) -> int:
     run_meta_bench(args.dataset, args.seeds, steps=args.steps, rounds=args.rounds, overrides=overrides,
                    runs=args.runs, out_dir=args.out, name=args.name,
                    command=" ".join(["seqrl"] + sys.argv[1:]), progress=not args.no_progress,
-                   cmt_variants=variants)
+                   cmt_variants=variants, baselines_from=args.baselines_from)
     return 0
 
 
@@ -541,6 +541,9 @@ def build_parser() -> argparse.ArgumentParser:
     bmeta.add_argument("--cmt-variant", action="append", metavar="LABEL",
                        help="an extra CMT run with cmt's settings plus its own --set LABEL:key=value "
                             "(e.g. cmt-beta0 with --set cmt-beta0:behaviour_coef=0)")
+    bmeta.add_argument("--baselines-from", default=None, metavar="RESULT.json",
+                       help="train and evaluate the --cmt-variant runs only; copy the other rows from this "
+                            "earlier result (same dataset, steps, rounds and seeds)")
     bmeta.add_argument("--runs", default="runs/meta", help="folder of the run directories")
     bmeta.add_argument("--name", default=None, help="result file stem in --out (default meta-DATASET)")
     bmeta.add_argument("--out", default="benchmarks/results", help="folder for the results")

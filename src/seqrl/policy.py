@@ -207,7 +207,9 @@ class Policy:
             return
         rewards = torch.where(mask, m.normalize_reward(rewards), 0.0)
         dt = self.dtype
-        self._context_z = m.encode(states.to(dt), actions.to(dt), rewards.to(dt), mask)
+        # with two prompts (meta-RL, task_encoder) the context gives the task prompt only
+        encode = m.encode_task if m.has_task_prompt else m.encode
+        self._context_z = encode(states.to(dt), actions.to(dt), rewards.to(dt), mask)
 
     @torch.no_grad()
     def act(self, obs, reward=0.0) -> np.ndarray:
@@ -269,8 +271,21 @@ class Policy:
 
     def _cmt_prompt(self, history: int) -> torch.Tensor:
         """CMT's prompt through the adaptor, L(z): z is the stored prompt, or with prompt_source
-        "history" the encoding of the ``history`` steps before the current one (when there are any)."""
+        "history" the encoding of the ``history`` steps before the current one (when there are any).
+        With two prompts, [L(z), t]: z the stored policy prompt and t the task prompt of the context,
+        else of the history (prompt_source "history"), else the stored task prompt."""
         m = self.model
+        if m.has_task_prompt:
+            z = m.stored_prompt.expand(self.num_envs, -1, -1)
+            if self._context_z is not None:
+                t = self._context_z
+            elif self.prompt_source == "history" and history > 0:
+                mask = torch.ones(self.num_envs, history, dtype=torch.bool, device=self.device)
+                t = m.encode_task(self._states[:, :history], self._actions[:, :history],
+                                  self._rewards[:, :history], mask)
+            else:
+                t = m.stored_task_prompt.expand(self.num_envs, -1, -1)
+            return m.tuned(torch.cat([z, t], dim=1))
         if self._context_z is not None:
             return m.tuned(self._context_z)
         if self.prompt_source == "history" and history > 0:

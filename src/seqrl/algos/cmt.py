@@ -207,6 +207,20 @@ class _CMTBase(Algorithm):
     def encode(self, frag: dict) -> torch.Tensor:
         return self.model.encode(frag["observations"], frag["actions"], frag["rewards"], frag["mask"])
 
+    def context_prompt(self, episodes: np.ndarray) -> torch.Tensor:
+        """The prompt the generator reads for windows of ``episodes`` (before the adaptor)."""
+        return self.encode(self.prompt_fragments(episodes))
+
+    def spread_fragments(self, episodes: np.ndarray, per_episode: int = 4) -> dict:
+        """``per_episode`` evenly spaced fragments of each of ``episodes`` (first to last)."""
+        ds, length = self.dataset, self.config.fragment_len
+        repeated = np.repeat(episodes, per_episode)
+        lo, hi = ds.offsets[repeated], ds.offsets[repeated + 1]
+        room = np.maximum(hi - lo - length, 0)
+        place = np.tile(np.arange(per_episode) / max(per_episode - 1, 1), len(episodes))
+        starts = lo + (room * place).astype(np.int64)
+        return self.to_model_units(self.sampler.gather(repeated, starts, length))
+
     @torch.no_grad()
     def prepare_policy(self) -> None:
         """The stored prompt: mean prompt over 4 evenly spaced fragments of each of the best episodes."""
@@ -215,12 +229,7 @@ class _CMTBase(Algorithm):
         m.eval()
         count = int(np.clip(round(cfg.prompt_top_fraction * ds.num_episodes), 1, 64))
         best = np.argsort(-ds.episode_returns, kind="stable")[:count]
-        episodes = np.repeat(best, 4)
-        lo, hi = ds.offsets[episodes], ds.offsets[episodes + 1]
-        room = np.maximum(hi - lo - cfg.fragment_len, 0)
-        starts = lo + (room * np.tile(np.arange(4) / 3, count)).astype(np.int64)
-        frag = self.to_model_units(self.sampler.gather(episodes, starts, cfg.fragment_len))
-        m.stored_prompt.copy_(self.encode(frag).mean(0))
+        m.stored_prompt.copy_(self.encode(self.spread_fragments(best)).mean(0))
         m.train(was_training)
 
     def summary_extras(self) -> dict:
@@ -322,7 +331,7 @@ class CMTImprovement(_CMTBase):
             group = np.nonzero(positions + 1 == length)[0]
             for chunk in np.array_split(group, max(1, -(-len(group) // cfg.plan_batch))):
                 w = self.to_model_units(self.sampler.gather(episodes[chunk], starts[chunk], int(length)))
-                z = self.encode(self.prompt_fragments(episodes[chunk]))
+                z = self.context_prompt(episodes[chunk])
                 noise = candidate_noise(len(chunk), cfg.plan_horizon, cfg.plan_candidates, m.act_dim,
                                         device=self.device)
                 actions, _ = beam_search(m, z, w["observations"], w["actions"], w["rewards"],
@@ -344,13 +353,14 @@ class CMTImprovement(_CMTBase):
         episodes, starts, positions = self.windows_ending_at(self.pool[idx])
         w = self.to_model_units(self.sampler.gather(episodes, starts, cfg.context_len))
         with torch.no_grad():
-            z = self.encode(self.prompt_fragments(episodes))
+            z = self.context_prompt(episodes)
         tuned = m.tuned(z)
         out = m.generator(tuned, w["observations"], w["actions"], w["rewards"], w["timesteps"])
         pred = out["action_mean"][torch.arange(len(idx)), torch.as_tensor(positions)]
         target = self.relabels[idx].to(self.device)
         relabel_loss = ((pred - target) ** 2).mean()                            # D(a_hat, pi)
-        constraint = ((tuned - z) ** 2).mean()                   # ||z - L(z)||^2, per entry (see above)
+        # ||z - L(z)||^2, per entry (see above); of the policy prompt only when a task prompt follows it
+        constraint = ((tuned - z)[:, :m.prompt_len] ** 2).mean()
         loss = relabel_loss + cfg.behaviour_coef * constraint
         return loss, {"relabel_loss": relabel_loss.detach(), "constraint": constraint.detach(),
                       "planned_states": torch.tensor(float(self.planned.sum()))}

@@ -15,6 +15,17 @@ evaluation). What changes from single-task CMT (seqrl.algos.cmt):
 * Improvement stage: as single-task CMT, with the planner and the adaptor reading the same task's
   context prompts.
 
+Two prompts (``task_encoder=True``; Section 4.2 "incorporates a task prompt" next to the policy
+prompt, Fig. 2). A second encoder F gives the task prompt t from a fragment of a random episode of the
+window's task, and A_e the policy prompt z as in single-task CMT; the generator reads
+[z_1 .. z_P, t_1 .. t_P, SEP, history]. The task-level InfoNCE shapes t, the trajectory-level one z, and
+the adaptor tunes z only. The policy prompt's fragment comes from the window's own episode
+(``policy_from="episode"``) or from an episode of another training task at the same within-task return
+rank (``"rank"``): it then says how well to act but not which task, which the generator has to read from
+t. Acting uses the stored policy prompt (the mean over each training task's best episodes) through the
+adaptor, and the context only for the task prompt, so that a poor context trajectory (the agent's own
+first episodes, zero-shot) can still name the task without dragging the behaviour down with it.
+
 Acting takes its context from the evaluation protocol (seqrl.eval.meta): zero-shot, the agent's own
 earlier episodes in the task (the first episode reads its own history as it goes); few-shot, a
 trajectory of the task from an offline dataset.
@@ -28,7 +39,7 @@ import numpy as np
 import torch
 
 from seqrl.algos.cmt import CMTConfig, CMTImprovement, CMTRepresentation
-from seqrl.algos.meta import TaskIndex, meta_spec
+from seqrl.algos.meta import RankIndex, TaskIndex, best_per_task, meta_spec
 from seqrl.errors import ConfigError
 from seqrl.models.cmt import info_nce
 
@@ -42,29 +53,79 @@ class MetaCMTConfig(CMTConfig):
     context_from: str = "episode"
     """where a training context comes from: "episode" (another fragment of the window's own episode, so
     that the prompt carries the behaviour as well as the task, as single-task CMT's policy prompt) or
-    "task" (a random episode of the same task, the paper's wording); docs/meta.md has the comparison"""
+    "task" (a random episode of the same task, the paper's wording); docs/meta.md has the comparison.
+    With task_encoder the task prompt always reads a random episode of the same task"""
+    task_encoder: bool = False
+    """two prompts (Section 4.2, Fig. 2): a policy prompt from A_e and a task prompt from a second
+    encoder; the context trajectory then feeds the task prompt only"""
+    policy_from: str = "episode"
+    """with task_encoder, where the policy prompt's fragment comes from: "episode" (the window's own, as
+    single-task CMT) or "rank" (another training task's episode at the same within-task return rank)"""
 
 
 CONTEXT_FROM = ("task", "episode")
+POLICY_FROM = ("episode", "rank")
 
 
 class _TaskContext:
     """Context fragments from the same task, and the meta parts of the policy spec."""
 
+    @staticmethod
+    def _check_meta_config(cfg: MetaCMTConfig) -> None:
+        if cfg.context_from not in CONTEXT_FROM:
+            raise ConfigError(f"context_from must be one of {CONTEXT_FROM}, got '{cfg.context_from}'")
+        if cfg.policy_from not in POLICY_FROM:
+            raise ConfigError(f"policy_from must be one of {POLICY_FROM}, got '{cfg.policy_from}'")
+        if cfg.policy_from != "episode" and not cfg.task_encoder:
+            raise ConfigError("policy_from=rank needs task_encoder=true (two prompts)")
+
     def _index_tasks(self) -> None:
-        if self.config.context_from not in CONTEXT_FROM:
-            raise ConfigError(f"context_from must be one of {CONTEXT_FROM}, got "
-                              f"'{self.config.context_from}'")
         self.task_index = TaskIndex(self.dataset.episode_tasks)
+        self.rank_index = (RankIndex(self.dataset.episode_tasks, self.dataset.episode_returns)
+                           if self.config.policy_from == "rank" else None)
 
     def same_task_episodes(self, episodes: np.ndarray) -> np.ndarray:
         """A uniformly drawn episode of the same task for each of ``episodes``."""
         return self.task_index.draw(episodes, self.sampler.rng)
 
+    def policy_episodes(self, episodes: np.ndarray) -> np.ndarray:
+        """Two prompts: the episodes the policy prompts of the windows of ``episodes`` read."""
+        if self.rank_index is None:
+            return episodes
+        return self.rank_index.draw(episodes, self.sampler.rng)
+
     def prompt_fragments(self, episodes: np.ndarray) -> dict:
         if self.config.context_from == "episode":
             return self.fragments(episodes)
         return self.fragments(self.same_task_episodes(episodes))
+
+    def encode_task(self, frag: dict) -> torch.Tensor:
+        return self.model.encode_task(frag["observations"], frag["actions"], frag["rewards"], frag["mask"])
+
+    def context_prompt(self, episodes: np.ndarray) -> torch.Tensor:
+        """The generator's prompt for windows of ``episodes``: one prompt from a context fragment, or
+        with two prompts [z, t] (policy prompt, then the task prompt of another episode of the task)."""
+        if not self.config.task_encoder:
+            return super().context_prompt(episodes)
+        z = self.encode(self.fragments(self.policy_episodes(episodes)))
+        t = self.encode_task(self.fragments(self.same_task_episodes(episodes)))
+        return torch.cat([z, t], dim=1)
+
+    @torch.no_grad()
+    def prepare_policy(self) -> None:
+        """Two prompts: the stored policy prompt averages fragments of each training task's best
+        episodes (ranked within the task, as returns differ between tasks) and the stored task prompt,
+        used before any context, averages fragments of every task. One prompt: as single-task CMT."""
+        if not self.config.task_encoder:
+            return super().prepare_policy()
+        m, ds, cfg = self.model, self.dataset, self.config
+        was_training = m.training
+        m.eval()
+        best = np.flatnonzero(best_per_task(ds, cfg.prompt_top_fraction))
+        m.stored_prompt.copy_(self.encode(self.spread_fragments(best)).mean(0))
+        everyone = np.unique(np.linspace(0, ds.num_episodes - 1, min(ds.num_episodes, 256)).astype(np.int64))
+        m.stored_task_prompt.copy_(self.encode_task(self.spread_fragments(everyone)).mean(0))
+        m.train(was_training)
 
     def evaluate_policy(self, policy, run) -> list[dict]:
         """Zero-shot on the held-out tasks, ``run.eval_episodes`` consecutive episodes per task."""
@@ -75,7 +136,7 @@ class _TaskContext:
                               seed=run.seed + 1_000_000)]
 
     def build_model_kwargs(self, kwargs: dict) -> dict:
-        return {**kwargs, "sep_token": True}
+        return {**kwargs, "sep_token": True, "task_encoder": bool(self.config.task_encoder)}
 
     def policy_spec(self) -> dict:
         spec = super().policy_spec()
@@ -89,6 +150,7 @@ class MetaCMTRepresentation(_TaskContext, CMTRepresentation):
 
     def __init__(self, config: MetaCMTConfig, dataset, family, seed: int = 0, device="cpu"):
         self.family = family
+        self._check_meta_config(config)
         super().__init__(config, dataset, seed, device)
         self._index_tasks()
 
@@ -97,6 +159,8 @@ class MetaCMTRepresentation(_TaskContext, CMTRepresentation):
         window = self.sampler.sample()
         episodes = window.episode_ids
         w = self.to_model_units(window)
+        if cfg.task_encoder:
+            return self._two_prompt_loss(episodes, w)
         z_context = self.encode(self.prompt_fragments(episodes))
         z_task = self.encode(self.fragments(self.same_task_episodes(episodes)))
         z1 = self.encode(self.fragments(episodes))
@@ -112,10 +176,32 @@ class MetaCMTRepresentation(_TaskContext, CMTRepresentation):
                       "state_loss": state_loss.detach(), "value_loss": value_loss.detach(),
                       "infonce": nce.detach(), "task_infonce": task_nce.detach()}
 
+    def _two_prompt_loss(self, episodes: np.ndarray, w: dict):
+        """L1 behind [z, t]; trajectory-level InfoNCE on z (two fragments of the policy prompt's
+        episode), task-level InfoNCE on t (another episode of the task against the window's own)."""
+        cfg = self.config
+        policy_eps = self.policy_episodes(episodes)
+        z1 = self.encode(self.fragments(policy_eps))
+        z2 = self.encode(self.fragments(policy_eps))
+        t_context = self.encode_task(self.fragments(self.same_task_episodes(episodes)))
+        t_own = self.encode_task(self.fragments(episodes))
+        prompt = torch.cat([z1, t_context], dim=1)
+        action_loss, reward_loss, state_loss, value_loss = self.reconstruction_losses(prompt, w)
+        tasks = torch.as_tensor(self.dataset.episode_tasks[episodes], device=self.device)
+        task_nce = info_nce(t_context, t_own, cfg.temperature, groups=tasks)
+        nce = info_nce(z1, z2, cfg.temperature, groups=torch.as_tensor(policy_eps, device=self.device))
+        loss = (action_loss + cfg.reward_coef * reward_loss + cfg.state_coef * state_loss
+                + cfg.value_coef * value_loss + cfg.contrastive_coef * nce
+                + cfg.task_contrastive_coef * task_nce)
+        return loss, {"action_loss": action_loss.detach(), "reward_loss": reward_loss.detach(),
+                      "state_loss": state_loss.detach(), "value_loss": value_loss.detach(),
+                      "infonce": nce.detach(), "task_infonce": task_nce.detach()}
+
 
 class MetaCMTImprovement(_TaskContext, CMTImprovement):
     def __init__(self, config: MetaCMTConfig, dataset, family, seed: int = 0, device="cpu",
                  pretrained: dict | None = None):
         self.family = family
+        self._check_meta_config(config)
         super().__init__(config, dataset, seed, device, pretrained=pretrained)
         self._index_tasks()

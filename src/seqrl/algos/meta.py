@@ -55,6 +55,38 @@ class TaskIndex:
         return self.episodes_by_task[self.task_start[slot] + pick]
 
 
+class RankIndex:
+    """For each episode, an episode of *another* task at the same within-task return rank (vectorised).
+
+    An episode's rank q in [0, 1] is its position among its task's episodes sorted by return (0 the
+    worst, 1 the best; 0.5 for a task's only episode); ``draw`` picks a uniformly drawn other task and
+    the episode there whose rank is nearest to q. Meta-RL CMT with two prompts uses it for the policy
+    prompt: the behaviour's quality without its task.
+    """
+
+    def __init__(self, episode_tasks: np.ndarray, episode_returns: np.ndarray):
+        tasks, returns = np.asarray(episode_tasks), np.asarray(episode_returns, dtype=np.float64)
+        task_ids = np.unique(tasks)
+        if len(task_ids) < 2:
+            raise ValueError("rank-matched episodes need at least two tasks")
+        self.num_tasks = len(task_ids)
+        self.order = np.lexsort((returns, tasks))                       # by task, then by return
+        self.task_start = np.searchsorted(tasks[self.order], task_ids)
+        self.task_count = np.diff(np.append(self.task_start, len(tasks)))
+        self.episode_slot = np.searchsorted(task_ids, tasks)
+        position = np.empty(len(tasks), dtype=np.int64)
+        position[self.order] = np.arange(len(tasks)) - np.repeat(self.task_start, self.task_count)
+        count = self.task_count[self.episode_slot]
+        self.rank = np.where(count > 1, position / np.maximum(count - 1, 1), 0.5)
+
+    def draw(self, episodes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """For each of ``episodes``, an episode of another task with the nearest within-task rank."""
+        slot = self.episode_slot[episodes]
+        other = (slot + 1 + rng.integers(0, self.num_tasks - 1, size=len(episodes))) % self.num_tasks
+        index = np.rint(self.rank[episodes] * (self.task_count[other] - 1)).astype(np.int64)
+        return self.order[self.task_start[other] + index]
+
+
 def best_per_task(dataset, fraction: float) -> np.ndarray:
     """(E,) bool: each task's best ``fraction`` of episodes by return (at least one per task), the
     stand-in for Prompt-DT's per-task expert demonstrations in a mixed dataset."""

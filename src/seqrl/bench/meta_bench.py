@@ -18,13 +18,20 @@ CMT variants (``cmt_variants``, e.g. ``cmt-beta0`` with ``overrides["cmt-beta0"]
 are CMT runs with the settings of ``cmt`` plus their own; a variant whose own settings change the
 improvement stage only reruns that stage from the same seed's ``cmt`` representation stage, so the two
 differ in nothing else. Each variant gets the four CMT rows, labelled with its name.
+
+``baselines_from`` (an earlier result JSON of this benchmark on the same dataset, budget, rounds and
+seeds) trains and evaluates the CMT variants only and copies the four base runs' rows from that file;
+the result names the file, its commit and machine, and the markdown says which rows are copied.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
+
+from seqrl.errors import ConfigError
 
 from seqrl.bench.machine import git_commit, machine_info, write_result
 from seqrl.bench.quality import train_or_reuse
@@ -56,7 +63,7 @@ def protocols(dataset: str, cmt_variants=()) -> list[tuple[str, str, str, str | 
 def run_meta_bench(dataset: str, seeds, steps: int, rounds: int = 3, overrides=None,
                    runs: str = "runs/meta", out_dir: str | None = "benchmarks/results",
                    name: str | None = None, command: str = "", progress: bool = True,
-                   cmt_variants=()) -> dict:
+                   cmt_variants=(), baselines_from: str | None = None) -> dict:
     from seqrl.algos.cmt import improvement_only
     from seqrl.eval.meta import evaluate_meta_policy
     from seqrl.policy import Policy
@@ -66,8 +73,14 @@ def run_meta_bench(dataset: str, seeds, steps: int, rounds: int = 3, overrides=N
     evals: dict[str, list[dict]] = {}
     trained: dict[str, list[dict]] = {}
     variants = [(label, "cmt", list(overrides.get("cmt", []))) for label in cmt_variants]
+    base = None
+    if baselines_from is not None:
+        base = _load_baselines(baselines_from, dataset, steps, rounds, seeds)
+        if not cmt_variants:
+            raise ConfigError("--baselines-from copies the base runs: name a --cmt-variant to train")
+        trained.update(base["runs"])
     for seed in seeds:
-        for label, algo, settings in list(RUNS) + variants:
+        for label, algo, settings in (variants if base else list(RUNS) + variants):
             own = list(overrides.get(label, []))
             settings = settings + list(overrides.get("all", [])) + own
             run_dir = Path(runs) / f"{label}-{dataset}-s{seed}"
@@ -82,6 +95,8 @@ def run_meta_bench(dataset: str, seeds, steps: int, rounds: int = 3, overrides=N
                 "train_updates_per_s": (rep or summary)["train_updates_per_s"],
                 "elapsed_s": summary["elapsed_s"] + (rep["elapsed_s"] if rep else 0.0)})
         for row, label, mode, context in protocols(dataset, cmt_variants):
+            if base and label not in cmt_variants:
+                continue
             policy = Policy.load(Path(runs) / f"{label}-{dataset}-s{seed}")
             ev = evaluate_meta_policy(policy, mode=mode, rounds=rounds, context=context,
                                       seed=1_000_000 + seed)
@@ -93,6 +108,9 @@ def run_meta_bench(dataset: str, seeds, steps: int, rounds: int = 3, overrides=N
                   f"{', '.join(f'{x:.2f}' for x in ev['curve'])})", flush=True)
     rows = []
     for row, label, mode, context in protocols(dataset, cmt_variants):
+        if base and label not in cmt_variants:
+            rows.append(base["rows"][row])
+            continue
         per_seed = evals[row]
         means = np.array([e["return_mean"] for e in per_seed])
         curves = np.array([e["curve"] for e in per_seed])
@@ -103,7 +121,9 @@ def run_meta_bench(dataset: str, seeds, steps: int, rounds: int = 3, overrides=N
     result = {"benchmark": name, "dataset": dataset, "command": command, "commit": git_commit(),
               "machine": machine_info(), "budget_updates": steps, "rounds": rounds,
               "seeds": list(seeds), "runs": trained, "rows": rows, "data_returns": data_returns,
-              "goals": _goals(rows)}
+              "goals": _goals(rows, cmt_variants)}
+    if base:
+        result["baselines_from"] = base["source"]
     markdown = _markdown(result)
     if out_dir:
         write_result(out_dir, name, result, markdown)
@@ -126,13 +146,35 @@ def _data_returns(dataset: str) -> dict:
     return out
 
 
-def _goals(rows: list[dict]) -> dict:
+def _load_baselines(path: str, dataset: str, steps: int, rounds: int, seeds) -> dict:
+    """The base runs' rows of an earlier result of this benchmark, checked to be comparable."""
+    try:
+        earlier = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read the baselines result '{path}': {exc}") from None
+    wanted = {"dataset": dataset, "budget_updates": steps, "rounds": rounds, "seeds": list(seeds)}
+    for key, value in wanted.items():
+        if earlier.get(key) != value:
+            raise ConfigError(f"'{path}' has {key} {earlier.get(key)!r}, this run {value!r}: not comparable")
+    labels = {label for label, _, _ in RUNS}
+    rows = {r["protocol"]: r for r in earlier["rows"] if r["run"] in labels}
+    return {"rows": rows, "runs": {k: v for k, v in earlier["runs"].items() if k in labels},
+            "source": {"file": str(path), "commit": earlier.get("commit"),
+                       "machine": earlier.get("machine", {}).get("cpu"), "command": earlier.get("command")}}
+
+
+def _goals(rows: list[dict], cmt_variants=()) -> dict:
     by = {r["protocol"]: r["return_mean"] for r in rows}
-    return {
-        "cmt_zero_shot_ge_prompt_dt_few_shot": by["CMT zero-shot"] >= by["Prompt-DT few-shot, expert prompt"],
-        "q4_none_lt_medium_lt_expert": (by["CMT without context"] < by["CMT few-shot, medium context"]
-                                        < by["CMT few-shot, expert context"]),
-    }
+    goals = {}
+    for label in ("cmt", *cmt_variants):
+        name = "CMT" if label == "cmt" else f"CMT ({label})"
+        prefix = "" if label == "cmt" else f"{label}_"
+        goals[f"{prefix}cmt_zero_shot_ge_prompt_dt_few_shot"] = (
+            by[f"{name} zero-shot"] >= by["Prompt-DT few-shot, expert prompt"])
+        goals[f"{prefix}q4_none_lt_medium_lt_expert"] = (
+            by[f"{name} without context"] < by[f"{name} few-shot, medium context"]
+            < by[f"{name} few-shot, expert context"])
+    return goals
 
 
 def _markdown(r: dict) -> str:
@@ -141,8 +183,13 @@ def _markdown(r: dict) -> str:
              f"`{r['command']}` at commit `{r['commit']}` on {m.get('gpu') or m['cpu']} "
              f"({m['cores_allowed']} cores allowed). Seeds {r['seeds']}; held-out tasks, {r['rounds']} "
              f"consecutive episodes per task; return = mean over tasks and episodes, then mean +- std "
-             f"over seeds.", "",
-             "| protocol | held-out return | per seed | per episode (mean over seeds) |",
+             f"over seeds.", ""]
+    if r.get("baselines_from"):
+        b = r["baselines_from"]
+        lines += [f"Rows of the runs cmt, prompt-dt, dt and oracle-dt copied from `{b['file']}` (commit "
+                  f"`{b['commit']}` on {b['machine']}, `{b['command']}`); only the CMT variants ran here.",
+                  ""]
+    lines += ["| protocol | held-out return | per seed | per episode (mean over seeds) |",
              "|---|---|---|---|"]
     for row in r["rows"]:
         seeds = ", ".join(f"{s['return_mean']:.2f}" for s in row["seeds"])

@@ -18,7 +18,10 @@ Three parts:
 
 For offline meta-RL (Section 4.2, Fig. 2) the prompt is a *task* prompt encoded from a context
 trajectory of the same task, and a learned [SEP] token (``sep_token=True``) separates it from the
-history: the generator reads [z_1 .. z_P, SEP, s_0, a_0, r_0, ...].
+history: the generator reads [z_1 .. z_P, SEP, s_0, a_0, r_0, ...]. With ``task_encoder=True`` the
+model has both of Section 4.2's prompts: a policy prompt z from A_e and a task prompt t from a second
+encoder of the same shape (F(t | tau)), and the generator reads [z_1 .. z_P, t_1 .. t_P, SEP, ...]; the
+adaptor tunes the policy prompt only.
 
 ``CMT`` holds all three plus the statistics that turn the generator's normalised rewards and values
 back into environment units, and ``stored_prompt``: the prompt acting uses when it does not read the
@@ -231,29 +234,49 @@ class CMT(nn.Module):
                  prompt_len: int = 4, embed_dim: int = 128, num_layers: int = 3, num_heads: int = 1,
                  encoder_layers: int = 2, encoder_heads: int = 1, dropout: float = 0.1,
                  max_timestep: int = 1000, stochastic: bool = False, activation: str = "relu",
-                 adaptor_hidden: int = 256, sep_token: bool = False):
+                 adaptor_hidden: int = 256, sep_token: bool = False, task_encoder: bool = False):
         super().__init__()
         self.obs_dim, self.act_dim, self.context_len = obs_dim, act_dim, context_len
         self.fragment_len, self.prompt_len, self.embed_dim = fragment_len, prompt_len, embed_dim
         self.condition_on_returns = False  # the prompt, not a return-to-go, steers the policy
-        self.encoder = TrajectoryEncoder(obs_dim, act_dim, embed_dim, encoder_layers, encoder_heads,
-                                         dropout, prompt_len, max(fragment_len, context_len), activation)
+        encoder_args = (obs_dim, act_dim, embed_dim, encoder_layers, encoder_heads, dropout, prompt_len,
+                        max(fragment_len, context_len), activation)
+        self.encoder = TrajectoryEncoder(*encoder_args)
+        # meta-RL with two prompts (Section 4.2): F(t | tau) encodes the task prompt
+        self.task_encoder = TrajectoryEncoder(*encoder_args) if task_encoder else None
         self.adaptor = Adaptor(embed_dim, adaptor_hidden)
-        self.generator = Generator(obs_dim, act_dim, context_len, prompt_len, embed_dim, num_layers,
-                                   num_heads, dropout, max_timestep, stochastic, activation, sep_token)
+        generator_prompt_len = prompt_len * (2 if task_encoder else 1)
+        self.generator = Generator(obs_dim, act_dim, context_len, generator_prompt_len, embed_dim,
+                                   num_layers, num_heads, dropout, max_timestep, stochastic, activation,
+                                   sep_token)
         # rewards and values are predicted normalised; these map them back (set from the dataset)
         for name, value in (("reward_mean", 0.0), ("reward_std", 1.0), ("value_mean", 0.0),
                             ("value_std", 1.0)):
             self.register_buffer(name, torch.tensor(value))
         self.register_buffer("stored_prompt", torch.zeros(prompt_len, embed_dim))
+        if task_encoder:  # the task prompt acting uses before it has any context (mean over the data)
+            self.register_buffer("stored_task_prompt", torch.zeros(prompt_len, embed_dim))
+
+    @property
+    def has_task_prompt(self) -> bool:
+        return self.task_encoder is not None
 
     def encode(self, states, actions, rewards, mask) -> torch.Tensor:
         """z = A_e(tau): (B, P, H)."""
         return self.encoder(states, actions, rewards, mask)
 
-    def tuned(self, z: torch.Tensor) -> torch.Tensor:
-        """z' = L(z; xi)."""
-        return self.adaptor(z)
+    def encode_task(self, states, actions, rewards, mask) -> torch.Tensor:
+        """t = F(tau): the task prompt (B, P, H) of a model with a task encoder."""
+        if self.task_encoder is None:
+            raise ValueError("this CMT has no task encoder (task_encoder=False)")
+        return self.task_encoder(states, actions, rewards, mask)
+
+    def tuned(self, prompt: torch.Tensor) -> torch.Tensor:
+        """z' = L(z; xi). With a task encoder ``prompt`` is [z, t] (B, 2P, H) and only z is tuned."""
+        if self.task_encoder is None:
+            return self.adaptor(prompt)
+        z, t = prompt.split(self.prompt_len, dim=1)
+        return torch.cat([self.adaptor(z), t], dim=1)
 
     def normalize_reward(self, r):
         return (r - self.reward_mean) / self.reward_std
