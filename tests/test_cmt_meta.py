@@ -209,6 +209,11 @@ def test_two_prompt_losses_and_policy_prompts_from_other_tasks(point_data):
     assert algo.model.task_encoder.queries.grad.abs().sum() > 0
     assert algo.model.encoder.queries.grad.abs().sum() > 0
     assert algo.context_prompt(episodes[:5]).shape == (5, 2 * TINY["prompt_len"], TINY["embed_dim"])
+    from seqrl.algos.cmt_meta import MetaCMTImprovement
+
+    improve = MetaCMTImprovement(cfg, part, family, pretrained=algo.model.state_dict())
+    trainable = {n.split(".")[0] for n, p in improve.model.named_parameters() if p.requires_grad}
+    assert trainable == {"adaptor"}                                # the task encoder is frozen too
     with pytest.raises(ConfigError, match="task_encoder"):
         MetaCMTRepresentation(MetaCMTConfig(**TINY, policy_from="rank"), part, family)
     with pytest.raises(ConfigError, match="policy_from"):

@@ -301,8 +301,9 @@ class CMTImprovement(_CMTBase):
         except RuntimeError as exc:
             raise ConfigError(f"representation checkpoint of another shape: {str(exc).splitlines()[0]}") \
                 from None
-        self.model.encoder.requires_grad_(False)
-        self.model.generator.requires_grad_(False)
+        frozen = [self.model.encoder, self.model.generator, self.model.task_encoder]
+        for part in filter(None, frozen):   # (a task encoder: meta-RL CMT with two prompts)
+            part.requires_grad_(False)
         self.config = replace(config, learning_rate=config.improve_learning_rate,
                               warmup_steps=config.improve_warmup_steps)
         pool_rng = np.random.Generator(np.random.PCG64(seed + 7919))
@@ -344,8 +345,8 @@ class CMTImprovement(_CMTBase):
 
     def loss(self):
         cfg, m = self.config, self.model
-        m.encoder.eval()
-        m.generator.eval()
+        for part in filter(None, (m.encoder, m.generator, m.task_encoder)):
+            part.eval()
         idx = self.sampler.rng.integers(0, len(self.pool), size=cfg.batch_size)
         todo = np.unique(idx[~self.planned[idx].numpy()])
         if len(todo):
