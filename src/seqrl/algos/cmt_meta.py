@@ -159,37 +159,24 @@ class MetaCMTRepresentation(_TaskContext, CMTRepresentation):
         window = self.sampler.sample()
         episodes = window.episode_ids
         w = self.to_model_units(window)
-        if cfg.task_encoder:
-            return self._two_prompt_loss(episodes, w)
-        z_context = self.encode(self.prompt_fragments(episodes))
-        z_task = self.encode(self.fragments(self.same_task_episodes(episodes)))
-        z1 = self.encode(self.fragments(episodes))
-        z2 = self.encode(self.fragments(episodes))
-        action_loss, reward_loss, state_loss, value_loss = self.reconstruction_losses(z_context, w)
-        tasks = torch.as_tensor(self.dataset.episode_tasks[episodes], device=self.device)
-        task_nce = info_nce(z_task, z1, cfg.temperature, groups=tasks)
-        nce = info_nce(z1, z2, cfg.temperature, groups=torch.as_tensor(episodes, device=self.device))
-        loss = (action_loss + cfg.reward_coef * reward_loss + cfg.state_coef * state_loss
-                + cfg.value_coef * value_loss + cfg.contrastive_coef * nce
-                + cfg.task_contrastive_coef * task_nce)
-        return loss, {"action_loss": action_loss.detach(), "reward_loss": reward_loss.detach(),
-                      "state_loss": state_loss.detach(), "value_loss": value_loss.detach(),
-                      "infonce": nce.detach(), "task_infonce": task_nce.detach()}
-
-    def _two_prompt_loss(self, episodes: np.ndarray, w: dict):
-        """L1 behind [z, t]; trajectory-level InfoNCE on z (two fragments of the policy prompt's
-        episode), task-level InfoNCE on t (another episode of the task against the window's own)."""
-        cfg = self.config
-        policy_eps = self.policy_episodes(episodes)
-        z1 = self.encode(self.fragments(policy_eps))
-        z2 = self.encode(self.fragments(policy_eps))
-        t_context = self.encode_task(self.fragments(self.same_task_episodes(episodes)))
-        t_own = self.encode_task(self.fragments(episodes))
-        prompt = torch.cat([z1, t_context], dim=1)
+        if cfg.task_encoder:  # two prompts: L1 behind [z, t], z of the policy episode, t of the task
+            pair_episodes = self.policy_episodes(episodes)
+            z1 = self.encode(self.fragments(pair_episodes))
+            z2 = self.encode(self.fragments(pair_episodes))
+            task_anchor = self.encode_task(self.fragments(self.same_task_episodes(episodes)))
+            task_positive = self.encode_task(self.fragments(episodes))
+            prompt = torch.cat([z1, task_anchor], dim=1)
+        else:  # one prompt, from the context fragment; both InfoNCE losses shape it
+            pair_episodes = episodes
+            prompt = self.encode(self.prompt_fragments(episodes))
+            task_anchor = self.encode(self.fragments(self.same_task_episodes(episodes)))
+            z1 = self.encode(self.fragments(episodes))
+            z2 = self.encode(self.fragments(episodes))
+            task_positive = z1
         action_loss, reward_loss, state_loss, value_loss = self.reconstruction_losses(prompt, w)
         tasks = torch.as_tensor(self.dataset.episode_tasks[episodes], device=self.device)
-        task_nce = info_nce(t_context, t_own, cfg.temperature, groups=tasks)
-        nce = info_nce(z1, z2, cfg.temperature, groups=torch.as_tensor(policy_eps, device=self.device))
+        task_nce = info_nce(task_anchor, task_positive, cfg.temperature, groups=tasks)
+        nce = info_nce(z1, z2, cfg.temperature, groups=torch.as_tensor(pair_episodes, device=self.device))
         loss = (action_loss + cfg.reward_coef * reward_loss + cfg.state_coef * state_loss
                 + cfg.value_coef * value_loss + cfg.contrastive_coef * nce
                 + cfg.task_contrastive_coef * task_nce)
