@@ -275,23 +275,17 @@ class Policy:
         With two prompts, [L(z), t]: z the stored policy prompt and t the task prompt of the context,
         else of the history (prompt_source "history"), else the stored task prompt."""
         m = self.model
-        if m.has_task_prompt:
-            z = m.stored_prompt.expand(self.num_envs, -1, -1)
-            if self._context_z is not None:
-                t = self._context_z
-            elif self.prompt_source == "history" and history > 0:
-                mask = torch.ones(self.num_envs, history, dtype=torch.bool, device=self.device)
-                t = m.encode_task(self._states[:, :history], self._actions[:, :history],
-                                  self._rewards[:, :history], mask)
-            else:
-                t = m.stored_task_prompt.expand(self.num_envs, -1, -1)
-            return m.tuned(torch.cat([z, t], dim=1))
+        # what the context or history is read into: the task prompt (two prompts) or the prompt
+        encode, stored = (m.encode_task, m.stored_task_prompt) if m.has_task_prompt else \
+            (m.encode, m.stored_prompt)
         if self._context_z is not None:
-            return m.tuned(self._context_z)
-        if self.prompt_source == "history" and history > 0:
+            read = self._context_z
+        elif self.prompt_source == "history" and history > 0:
             mask = torch.ones(self.num_envs, history, dtype=torch.bool, device=self.device)
-            z = m.encode(self._states[:, :history], self._actions[:, :history],
-                         self._rewards[:, :history], mask)
+            read = encode(self._states[:, :history], self._actions[:, :history],
+                          self._rewards[:, :history], mask)
         else:
-            z = m.stored_prompt.expand(self.num_envs, -1, -1)
-        return m.tuned(z)
+            read = stored.expand(self.num_envs, -1, -1)
+        if m.has_task_prompt:  # the stored policy prompt goes in front of the task prompt
+            read = torch.cat([m.stored_prompt.expand(self.num_envs, -1, -1), read], dim=1)
+        return m.tuned(read)
