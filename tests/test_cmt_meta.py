@@ -19,6 +19,18 @@ TINY = dict(context_len=5, fragment_len=5, prompt_len=2, embed_dim=16, num_layer
             batch_size=8, warmup_steps=2)
 
 
+# a tiny improvement stage: few relabelled states, a shallow narrow beam search
+TINY_IMPROVE = dict(improve_steps=3, relabel_states=8, plan_horizon=2, beam_width=2, plan_candidates=2)
+
+
+def train_tiny_cmt(out, steps: int, *extra: str) -> int:
+    """`seqrl train cmt` on point-robot at the TINY sizes, 2 evaluation episodes; ``extra``: key=value."""
+    settings = [f"--set={k}={v}" for k, v in {**TINY, **TINY_IMPROVE}.items()]
+    settings += [f"--set={item}" for item in extra]
+    return main(["train", "cmt", "--dataset", "point-robot", "--steps", str(steps), "--eval-episodes",
+                 "2", "--out", str(out), "--no-progress", *settings])
+
+
 @pytest.fixture
 def point_data(point_policies):
     return generate("point-robot", steps=50 * 60, seed=0, progress=False)
@@ -124,11 +136,7 @@ def test_tiny_meta_run_end_to_end(point_policies, tmp_path, capsys):
     assert main(["data", "make", "point-robot", "--steps", "3000", "--no-progress"]) == 0
     assert main(["data", "make", "point-robot-expert", "--steps", "1000", "--no-progress"]) == 0
     out = tmp_path / "run"
-    settings = [f"--set={k}={v}" for k, v in TINY.items()]
-    assert main(["train", "cmt", "--dataset", "point-robot", "--steps", "6", "--eval-episodes", "2",
-                 "--out", str(out), "--no-progress", "--set", "improve_steps=3",
-                 "--set", "relabel_states=8", "--set", "plan_horizon=2", "--set", "beam_width=2",
-                 "--set", "plan_candidates=2", *settings]) == 0
+    assert train_tiny_cmt(out, 6) == 0
     summary = json.loads((out / "summary.json").read_text())
     family = get_family("point-robot")
     for key in ("eval", "eval_without_prompt_tuning"):
@@ -226,12 +234,7 @@ def test_tiny_two_prompt_run_acts_from_the_stored_policy_prompt(point_policies, 
 
     assert main(["data", "make", "point-robot", "--steps", "3000", "--no-progress"]) == 0
     out = tmp_path / "run"
-    settings = [f"--set={k}={v}" for k, v in TINY.items()]
-    assert main(["train", "cmt", "--dataset", "point-robot", "--steps", "4", "--eval-episodes", "2",
-                 "--out", str(out), "--no-progress", "--set", "task_encoder=true",
-                 "--set", "policy_from=rank", "--set", "improve_steps=3", "--set", "relabel_states=8",
-                 "--set", "plan_horizon=2", "--set", "beam_width=2", "--set", "plan_candidates=2",
-                 *settings]) == 0
+    assert train_tiny_cmt(out, 4, "task_encoder=true", "policy_from=rank") == 0
     summary = json.loads((out / "summary.json").read_text())
     assert len(summary["eval"]["curve"]) == 2
     policy = Policy.load(out)
