@@ -97,8 +97,9 @@ def action_sensitivity(policy, family, train, expert, length: int, rng, per_task
         for i, t in enumerate(tasks):
             other = tasks[(i + max(len(tasks) // 2, 1)) % len(tasks)]
             mine, theirs = (np.flatnonzero(expert.episode_tasks == k) for k in (t, other))
+            long_enough = mine[np.diff(expert.offsets)[mine] >= history]   # Ant episodes can end early
             for _ in range(per_task):
-                ep = expert.episode(int(rng.choice(mine)))
+                ep = expert.episode(int(rng.choice(long_enough)))
                 start = int(rng.integers(0, len(ep["rewards"]) - history + 1))
                 sl = slice(start, start + history)
                 states = ((torch.as_tensor(ep["observations"][sl]) - policy.obs_mean) / policy.obs_std)[None]
