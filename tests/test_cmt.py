@@ -292,6 +292,20 @@ def test_cmt_errors_are_one_line(hopper_file, tmp_path, capsys):
 
     with pytest.raises(ConfigError, match="prompt_source"):
         apply_overrides(CMTConfig(), ["prompt_source=best"]).check()
+    with pytest.raises(ConfigError, match="stored_prompt_rule"):
+        apply_overrides(CMTConfig(), ["stored_prompt_rule=best"]).check()
+
+
+def test_stored_prompt_is_the_mean_or_the_medoid_of_the_best_fragments_prompts():
+    from types import SimpleNamespace
+
+    from seqrl.algos.cmt import CMTConfig, _CMTBase
+
+    prompts = torch.tensor([[[0.0, 0.0]], [[1.0, 0.0]], [[4.0, 3.0]], [[0.9, 0.3]]])   # (N, P=1, D=2)
+    mean = _CMTBase.summarise_prompts(SimpleNamespace(config=CMTConfig()), prompts)
+    assert torch.allclose(mean, torch.tensor([[1.475, 0.825]]))
+    medoid = _CMTBase.summarise_prompts(SimpleNamespace(config=CMTConfig(stored_prompt_rule="medoid")), prompts)
+    assert torch.equal(medoid, prompts[3])   # the real prompt nearest the mean
 
 
 def test_improvement_only_settings_decide_reuse_of_a_representation_stage():

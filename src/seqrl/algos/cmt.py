@@ -50,11 +50,12 @@ from seqrl.models.cmt import CMT, head_loss, info_nce
 from seqrl.planner import beam_search, candidate_noise
 
 PROMPT_SOURCES = ("stored", "history")
+STORED_PROMPTS = ("mean", "medoid")
 # settings that change the improvement stage only (an ablation over them can reuse a representation stage)
 IMPROVEMENT_ONLY_SETTINGS = frozenset({
     "prompt_tuning", "improve_steps", "improve_learning_rate", "improve_warmup_steps",
     "behaviour_coef", "relabel_states", "plan_horizon", "beam_width", "plan_candidates", "plan_noise",
-    "plan_batch", "prompt_source", "eval_keep", "eval_precision"})
+    "plan_batch", "prompt_source", "eval_keep", "eval_precision", "stored_prompt_rule"})
 
 
 def improvement_only(settings) -> bool:
@@ -108,6 +109,9 @@ class CMTConfig(OptimConfig):
     """stored (mean prompt of the best episodes) or history (the episode's own recent steps)"""
     prompt_top_fraction: float = 0.05
     """the stored prompt averages fragments of this fraction of best episodes (at most 64)"""
+    stored_prompt_rule: str = "mean"
+    """how the best fragments' prompts become the stored prompt: "mean" (their average) or "medoid"
+    (the one nearest the average, a prompt the generator saw in training; benchmarks/meta_prompts.py)"""
     eval_keep: int | None = None
     """steps kept when the evaluation window is full (None: K // 2), as DT"""
     eval_precision: str = "fp32"
@@ -141,6 +145,8 @@ class CMTConfig(OptimConfig):
     def check(self) -> None:
         if self.prompt_source not in PROMPT_SOURCES:
             raise ConfigError(f"prompt_source must be one of {PROMPT_SOURCES}, got '{self.prompt_source}'")
+        if self.stored_prompt_rule not in STORED_PROMPTS:
+            raise ConfigError(f"stored_prompt_rule must be one of {STORED_PROMPTS}, got '{self.stored_prompt_rule}'")
         for key in ("context_len", "fragment_len", "prompt_len", "plan_horizon", "beam_width",
                     "plan_candidates", "relabel_states", "plan_batch", "improve_steps"):
             if getattr(self, key) < 1:
@@ -223,14 +229,23 @@ class _CMTBase(Algorithm):
 
     @torch.no_grad()
     def prepare_policy(self) -> None:
-        """The stored prompt: mean prompt over 4 evenly spaced fragments of each of the best episodes."""
+        """The stored prompt: over 4 evenly spaced fragments of each of the best episodes, the mean
+        prompt or the medoid (``stored_prompt_rule``)."""
         m, ds, cfg = self.model, self.dataset, self.config
         was_training = m.training
         m.eval()
         count = int(np.clip(round(cfg.prompt_top_fraction * ds.num_episodes), 1, 64))
         best = np.argsort(-ds.episode_returns, kind="stable")[:count]
-        m.stored_prompt.copy_(self.encode(self.spread_fragments(best)).mean(0))
+        m.stored_prompt.copy_(self.summarise_prompts(self.encode(self.spread_fragments(best))))
         m.train(was_training)
+
+    def summarise_prompts(self, prompts: torch.Tensor) -> torch.Tensor:
+        """One (P, D) prompt for (N, P, D) ``prompts``: their mean, or the medoid (the prompt nearest
+        the mean, so a real one)."""
+        mean = prompts.mean(0)
+        if self.config.stored_prompt_rule == "mean":
+            return mean
+        return prompts[((prompts - mean) ** 2).flatten(1).sum(1).argmin()]
 
     def summary_extras(self) -> dict:
         return {"stage": self.stage}

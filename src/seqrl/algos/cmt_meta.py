@@ -113,8 +113,9 @@ class _TaskContext:
 
     @torch.no_grad()
     def prepare_policy(self) -> None:
-        """Two prompts: the stored policy prompt averages fragments of each training task's best
-        episodes (ranked within the task, as returns differ between tasks) and the stored task prompt,
+        """Two prompts: the stored policy prompt summarises (``stored_prompt_rule``: mean or medoid)
+        fragments of each training task's best episodes (ranked within the task, as returns differ
+        between tasks) and the stored task prompt,
         used before any context, averages fragments of every task. One prompt: as single-task CMT."""
         if not self.config.task_encoder:
             return super().prepare_policy()
@@ -122,7 +123,7 @@ class _TaskContext:
         was_training = m.training
         m.eval()
         best = np.flatnonzero(best_per_task(ds, cfg.prompt_top_fraction))
-        m.stored_prompt.copy_(self.encode(self.spread_fragments(best)).mean(0))
+        m.stored_prompt.copy_(self.summarise_prompts(self.encode(self.spread_fragments(best))))
         everyone = np.unique(np.linspace(0, ds.num_episodes - 1, min(ds.num_episodes, 256)).astype(np.int64))
         m.stored_task_prompt.copy_(self.encode_task(self.spread_fragments(everyone)).mean(0))
         m.train(was_training)
