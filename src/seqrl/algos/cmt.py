@@ -111,7 +111,7 @@ class CMTConfig(OptimConfig):
     """the stored prompt averages fragments of this fraction of best episodes (at most 64)"""
     history_cut: float = 0.0
     """representation stage: the probability that a batch's windows are cut to their last k steps (k
-    uniform in 2..K), so that more of the predictions have only the prompt and a short history to go
+    uniform in 1..K), so that more of the predictions have only the prompt and a short history to go
     on (an experiment for meta-RL, docs/meta.md; 0 = the paper's full windows)"""
     stored_prompt_rule: str = "mean"
     """how the best fragments' prompts become the stored prompt: "mean" (their average) or "medoid"
@@ -274,13 +274,12 @@ class CMTRepresentation(_CMTBase):
         self.model.adaptor.requires_grad_(False)
 
     def cut_history(self, w: dict) -> dict:
-        """With probability ``history_cut``, the windows' last k steps only (k uniform in 2..K: the
-        next-state loss needs two steps)."""
+        """With probability ``history_cut``, the windows' last k steps only (k uniform in 1..K)."""
         cfg = self.config
         if cfg.history_cut <= 0.0 or self.sampler.rng.random() >= cfg.history_cut:
             return w
-        k = int(self.sampler.rng.integers(2, cfg.context_len + 1))
-        if not w["mask"][:, -k + 1:].any():   # no next state left (short episodes): keep the windows
+        k = int(self.sampler.rng.integers(1, cfg.context_len + 1))
+        if not w["mask"][:, -k:].any():   # only padding left (short episodes): keep the whole windows
             return w
         return {key: v[:, -k:] if v.dim() >= 2 else v for key, v in w.items()}
 
