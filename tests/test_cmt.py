@@ -313,27 +313,3 @@ def test_improvement_only_settings_decide_reuse_of_a_representation_stage():
 
     assert improvement_only(["behaviour_coef=0", "plan_horizon = 3"]) and improvement_only([])
     assert not improvement_only(["behaviour_coef=0", "contrastive_coef=1"])
-
-
-def test_history_cut_keeps_the_last_k_steps_of_every_window():
-    from types import SimpleNamespace
-
-    from seqrl.algos.cmt import CMTConfig, CMTRepresentation
-
-    w = {"observations": torch.arange(2 * 20 * 3.0).reshape(2, 20, 3), "rewards": torch.ones(2, 20),
-         "mask": torch.ones(2, 20, dtype=torch.bool), "episode_ids": torch.tensor([4, 7])}
-    rng = np.random.default_rng(0)
-    never = SimpleNamespace(config=CMTConfig(), sampler=SimpleNamespace(rng=rng))
-    assert CMTRepresentation.cut_history(never, w) is w
-    assert rng.bit_generator.state == np.random.default_rng(0).bit_generator.state   # no draw at 0
-    always = SimpleNamespace(config=CMTConfig(history_cut=1.0), sampler=SimpleNamespace(rng=rng))
-    lengths = set()
-    for _ in range(50):
-        cut = CMTRepresentation.cut_history(always, w)
-        k = cut["rewards"].shape[1]
-        lengths.add(k)
-        assert torch.equal(cut["observations"], w["observations"][:, 20 - k:])
-        assert torch.equal(cut["episode_ids"], w["episode_ids"])
-    assert min(lengths) >= 1 and max(lengths) <= 20 and len(lengths) > 10
-    padded = {**w, "mask": torch.arange(20).expand(2, 20) < 5}   # real steps 0-4 only
-    assert all(CMTRepresentation.cut_history(always, padded)["mask"].any() for _ in range(20))

@@ -109,10 +109,6 @@ class CMTConfig(OptimConfig):
     """stored (mean prompt of the best episodes) or history (the episode's own recent steps)"""
     prompt_top_fraction: float = 0.05
     """the stored prompt averages fragments of this fraction of best episodes (at most 64)"""
-    history_cut: float = 0.0
-    """representation stage: the probability that a batch's windows are cut to their last k steps (k
-    uniform in 1..K), so that more of the predictions have only the prompt and a short history to go
-    on (an experiment for meta-RL, docs/meta.md; 0 = the paper's full windows)"""
     stored_prompt_rule: str = "mean"
     """how the best fragments' prompts become the stored prompt: "mean" (their average) or "medoid"
     (the one nearest the average, a prompt the generator saw in training; benchmarks/meta_prompts.py)"""
@@ -149,8 +145,6 @@ class CMTConfig(OptimConfig):
     def check(self) -> None:
         if self.prompt_source not in PROMPT_SOURCES:
             raise ConfigError(f"prompt_source must be one of {PROMPT_SOURCES}, got '{self.prompt_source}'")
-        if not 0.0 <= self.history_cut <= 1.0:
-            raise ConfigError(f"history_cut must be between 0 and 1, got {self.history_cut}")
         if self.stored_prompt_rule not in STORED_PROMPTS:
             raise ConfigError(f"stored_prompt_rule must be one of {STORED_PROMPTS}, got '{self.stored_prompt_rule}'")
         for key in ("context_len", "fragment_len", "prompt_len", "plan_horizon", "beam_width",
@@ -273,20 +267,9 @@ class CMTRepresentation(_CMTBase):
         super().__init__(config, dataset, seed, device)
         self.model.adaptor.requires_grad_(False)
 
-    def cut_history(self, w: dict) -> dict:
-        """With probability ``history_cut``, the windows' last k steps only (k uniform in 1..K)."""
-        cfg = self.config
-        if cfg.history_cut <= 0.0 or self.sampler.rng.random() >= cfg.history_cut:
-            return w
-        k = int(self.sampler.rng.integers(1, cfg.context_len + 1))
-        if not w["mask"][:, -k:].any():   # only padding left (short episodes): keep the whole windows
-            return w
-        return {key: v[:, -k:] if v.dim() >= 2 else v for key, v in w.items()}
-
     def reconstruction_losses(self, z: torch.Tensor, w: dict) -> tuple:
         """Eq. 2 for the window ``w`` behind the prompt z: action, reward and next state of every real
         step (the next state must be in the window), and the value; returns the four losses."""
-        w = self.cut_history(w)
         out = self.model.generator(self.model.tuned(z), w["observations"], w["actions"], w["rewards"],
                                    w["timesteps"])
         mask = w["mask"]
