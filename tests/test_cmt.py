@@ -16,10 +16,11 @@ from seqrl.policy import Policy
 from conftest import make_dataset
 
 
-def _tiny_cmt(seed=0, stochastic=False, k=5):
+def _tiny_cmt(seed=0, stochastic=False, k=5, prompt_to_steps=False):
     torch.manual_seed(seed)
     model = CMT(3, 2, context_len=k, fragment_len=k, prompt_len=2, embed_dim=16, num_layers=2,
-                num_heads=2, encoder_layers=1, dropout=0.0, stochastic=stochastic, adaptor_hidden=8)
+                num_heads=2, encoder_layers=1, dropout=0.0, stochastic=stochastic, adaptor_hidden=8,
+                prompt_to_steps=prompt_to_steps)
     model.reward_mean.fill_(0.3)
     model.reward_std.fill_(2.0)
     model.value_mean.fill_(5.0)
@@ -113,10 +114,10 @@ def _brute_force(model, prompt, states, actions, rewards, timesteps, noise, hori
     return torch.stack(best_actions), torch.tensor(best_scores)
 
 
-@pytest.mark.parametrize("stochastic", [False, True])
+@pytest.mark.parametrize("stochastic, prompt_to_steps", [(False, False), (True, False), (False, True)])
 @torch.no_grad()
-def test_beam_search_without_pruning_equals_brute_force(stochastic):
-    model = _tiny_cmt(stochastic=stochastic)
+def test_beam_search_without_pruning_equals_brute_force(stochastic, prompt_to_steps):
+    model = _tiny_cmt(stochastic=stochastic, prompt_to_steps=prompt_to_steps)
     horizon, n = 3, 3
     window = _window()
     noise = candidate_noise(2, horizon, n, 2, torch.Generator().manual_seed(1))
@@ -136,10 +137,10 @@ def test_beam_search_without_pruning_equals_brute_force(stochastic):
 
 
 # ---------------------------------------------------------------------------------------- acting
-@pytest.mark.parametrize("source", ["stored", "history"])
-def test_cmt_rollout_equals_the_full_forward_over_its_window(source):
+@pytest.mark.parametrize("source, prompt_to_steps", [("stored", False), ("history", False), ("history", True)])
+def test_cmt_rollout_equals_the_full_forward_over_its_window(source, prompt_to_steps):
     k, keep, steps, n = 5, 2, 14, 2
-    model = _tiny_cmt(k=k)
+    model = _tiny_cmt(k=k, prompt_to_steps=prompt_to_steps)
     model.stored_prompt.normal_()
     model.adaptor.mlp[2].weight.data.normal_(0, 0.1)  # a non-identity adaptor
     spec = {"obs_mean": [0.5] * 3, "obs_std": [2.0] * 3, "eval_keep": keep, "prompt_source": source}
@@ -313,3 +314,14 @@ def test_improvement_only_settings_decide_reuse_of_a_representation_stage():
 
     assert improvement_only(["behaviour_coef=0", "plan_horizon = 3"]) and improvement_only([])
     assert not improvement_only(["behaviour_coef=0", "contrastive_coef=1"])
+
+
+def test_prompt_to_steps_makes_every_step_depend_on_the_prompt():
+    torch.manual_seed(0)
+    states, actions, rewards = torch.randn(1, 4, 3), torch.randn(1, 4, 2), torch.randn(1, 4)
+    steps = torch.arange(4)[None]
+    prompts = torch.randn(2, 2, 16)
+    for flag in (False, True):
+        gen = _tiny_cmt(prompt_to_steps=flag).generator
+        tokens = [gen.embed_steps(states, actions, rewards, steps, gen.step_bias(p[None])) for p in prompts]
+        assert torch.equal(tokens[0], tokens[1]) != flag   # the step tokens themselves carry the prompt

@@ -108,8 +108,9 @@ def beam_search(model: CMT, prompt, states, actions, rewards, timesteps, horizon
     rows_b = torch.arange(b, device=states.device)
     if noise is None:
         noise = candidate_noise(b, horizon, n, a_dim, generator, states.device)
+    bias = gen.step_bias(prompt)                  # None unless the generator adds the prompt to steps
     tokens = torch.cat([gen.embed_prompt(prompt),
-                        gen.embed_steps(states, actions, rewards, timesteps)[:, :-2]], dim=1)
+                        gen.embed_steps(states, actions, rewards, timesteps, bias)[:, :-2]], dim=1)
     context = (_CachedContext if use_cache else _RecomputedContext)(
         gen.gpt, tokens, tokens.shape[1] + 3 * horizon)
     h_state = context.last                        # output at s_t of each live beam, (B * beams, H)
@@ -124,11 +125,12 @@ def beam_search(model: CMT, prompt, states, actions, rewards, timesteps, horizon
         width = beams * n
         context.select(torch.arange(b * beams, device=states.device).repeat_interleave(n))
         time = (t + depth).repeat_interleave(width)
-        h_a = context.feed(gen.embed_token("action", cand.reshape(b * width, a_dim), time))
+        row_bias = None if bias is None else bias.repeat_interleave(width, dim=0)
+        h_a = context.feed(gen.embed_token("action", cand.reshape(b * width, a_dim), time, row_bias))
         r_norm, _ = gen.read_action(h_a)
-        h_r = context.feed(gen.embed_token("reward", r_norm, time))
+        h_r = context.feed(gen.embed_token("reward", r_norm, time, row_bias))
         s_next, _ = gen.read_reward(h_r)
-        h_state = context.feed(gen.embed_token("state", s_next, time + 1))
+        h_state = context.feed(gen.embed_token("state", s_next, time + 1, row_bias))
         value = model.denormalize_value(gen.read_state(h_state)[2]).view(b, width)
         reward = model.denormalize_reward(r_norm).view(b, width)
         cumulative = score.repeat_interleave(n, dim=1) + discount ** depth * reward

@@ -58,6 +58,9 @@ class MetaCMTConfig(CMTConfig):
     task_encoder: bool = False
     """two prompts (Section 4.2, Fig. 2): a policy prompt from A_e and a task prompt from a second
     encoder; the context trajectory then feeds the task prompt only"""
+    prompt_to_steps: bool = False
+    """a projection of the whole prompt [z, t] added to every step token's embedding, a direct path
+    next to the prompt tokens in front (an experiment: docs/meta.md)"""
     policy_from: str = "episode"
     """with task_encoder, where the policy prompt's fragment comes from: "episode" (the window's own, as
     single-task CMT) or "rank" (another training task's episode at the same within-task return rank)"""
@@ -137,7 +140,8 @@ class _TaskContext:
                               seed=run.seed + 1_000_000)]
 
     def build_model_kwargs(self, kwargs: dict) -> dict:
-        return {**kwargs, "sep_token": True, "task_encoder": bool(self.config.task_encoder)}
+        return {**kwargs, "sep_token": True, "task_encoder": bool(self.config.task_encoder),
+                "prompt_to_steps": bool(self.config.prompt_to_steps)}
 
     def policy_spec(self) -> dict:
         spec = super().policy_spec()

@@ -124,7 +124,7 @@ class Generator(nn.Module):
     def __init__(self, obs_dim: int, act_dim: int, context_len: int = 20, prompt_len: int = 4,
                  embed_dim: int = 128, num_layers: int = 3, num_heads: int = 1, dropout: float = 0.1,
                  max_timestep: int = 1000, stochastic: bool = False, activation: str = "relu",
-                 sep_token: bool = False):
+                 sep_token: bool = False, prompt_to_steps: bool = False):
         super().__init__()
         self.obs_dim, self.act_dim, self.context_len = obs_dim, act_dim, context_len
         self.prompt_len, self.max_timestep = prompt_len, max_timestep
@@ -136,6 +136,8 @@ class Generator(nn.Module):
         self.embed_reward = nn.Linear(1, embed_dim)
         self.embed_time = nn.Embedding(max_timestep + 1, embed_dim)
         self.embed_prompt_slot = nn.Embedding(prompt_len, embed_dim)
+        # optional direct path: a projection of the whole prompt added to every step token's embedding
+        self.prompt_to_steps = nn.Linear(prompt_len * embed_dim, embed_dim) if prompt_to_steps else None
         self.embed_ln = nn.LayerNorm(embed_dim)
         self.gpt = GPT(embed_dim, num_layers, num_heads, dropout, activation)
         self.action_head = GaussianHead(embed_dim, act_dim, stochastic, squash=True)
@@ -144,8 +146,9 @@ class Generator(nn.Module):
         self.state_head = GaussianHead(embed_dim, obs_dim, stochastic)
         for module in (self.embed_state, self.embed_action, self.embed_reward, self.embed_time,
                        self.embed_prompt_slot, self.embed_ln, self.action_head, self.value_head,
-                       self.reward_head, self.state_head):
-            module.apply(init_weights)
+                       self.reward_head, self.state_head, self.prompt_to_steps):
+            if module is not None:
+                module.apply(init_weights)
 
     # ------------------------------------------------------------------------------ tokens
     def embed_prompt(self, prompt: torch.Tensor) -> torch.Tensor:
@@ -156,18 +159,28 @@ class Generator(nn.Module):
             return tokens
         return torch.cat([tokens, self.embed_ln(self.sep).to(tokens.dtype).expand(len(tokens), 1, -1)], 1)
 
-    def embed_token(self, kind: str, value: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-        """One token per row: kind 'state' (B, obs_dim), 'action' (B, act_dim) or 'reward' (B,)."""
+    def step_bias(self, prompt: torch.Tensor) -> torch.Tensor | None:
+        """With ``prompt_to_steps``: (B, H), the prompt's projection every step token adds; else None."""
+        return None if self.prompt_to_steps is None else self.prompt_to_steps(prompt.flatten(1))
+
+    def embed_token(self, kind: str, value: torch.Tensor, timesteps: torch.Tensor,
+                    bias: torch.Tensor | None = None) -> torch.Tensor:
+        """One token per row: kind 'state' (B, obs_dim), 'action' (B, act_dim) or 'reward' (B,);
+        ``bias`` (B, H) from step_bias()."""
         if kind == "reward":
             value = value.unsqueeze(-1)
         embed = {"state": self.embed_state, "action": self.embed_action, "reward": self.embed_reward}[kind]
         x = embed(value) + self.embed_time(timesteps.clamp(0, self.max_timestep))
+        if bias is not None:
+            x = x + bias
         return self.embed_ln(x).unsqueeze(1)
 
-    def embed_steps(self, states, actions, rewards, timesteps) -> torch.Tensor:
-        """Interleaved (s, a, r) tokens (B, 3T, H) of T steps."""
+    def embed_steps(self, states, actions, rewards, timesteps, bias=None) -> torch.Tensor:
+        """Interleaved (s, a, r) tokens (B, 3T, H) of T steps; ``bias`` (B, H) from step_bias()."""
         b, t = states.shape[:2]
         time = self.embed_time(timesteps.clamp(0, self.max_timestep))
+        if bias is not None:
+            time = time + bias[:, None]
         per_step = [self.embed_state(states) + time, self.embed_action(actions) + time,
                     self.embed_reward(rewards.unsqueeze(-1)) + time]
         return self.embed_ln(torch.stack(per_step, dim=2).reshape(b, 3 * t, -1))
@@ -194,7 +207,8 @@ class Generator(nn.Module):
         next_state_log_std (B, T, obs_dim); log-stds are None for deterministic heads."""
         prefix = self.embed_prompt(prompt)
         p = prefix.shape[1]
-        tokens = torch.cat([prefix, self.embed_steps(states, actions, rewards, timesteps)], dim=1)
+        steps = self.embed_steps(states, actions, rewards, timesteps, self.step_bias(prompt))
+        tokens = torch.cat([prefix, steps], dim=1)
         h = self.gpt(tokens)[:, p:]
         out = {}
         out["action_mean"], out["action_log_std"], out["value"] = self.read_state(h[:, 0::3])
@@ -215,7 +229,7 @@ class Generator(nn.Module):
         and reward are unknown). Otherwise exactly two steps, the previous and the current, and the
         tokens fed are a_{t-1}, r_{t-1}, s_t.
         """
-        steps = self.embed_steps(states, actions, rewards, timesteps)[:, :-2]
+        steps = self.embed_steps(states, actions, rewards, timesteps, self.step_bias(prompt))[:, :-2]
         if cache.length == 0:
             tokens = torch.cat([self.embed_prompt(prompt), steps], dim=1)
         else:
@@ -234,7 +248,8 @@ class CMT(nn.Module):
                  prompt_len: int = 4, embed_dim: int = 128, num_layers: int = 3, num_heads: int = 1,
                  encoder_layers: int = 2, encoder_heads: int = 1, dropout: float = 0.1,
                  max_timestep: int = 1000, stochastic: bool = False, activation: str = "relu",
-                 adaptor_hidden: int = 256, sep_token: bool = False, task_encoder: bool = False):
+                 adaptor_hidden: int = 256, sep_token: bool = False, task_encoder: bool = False,
+                 prompt_to_steps: bool = False):
         super().__init__()
         self.obs_dim, self.act_dim, self.context_len = obs_dim, act_dim, context_len
         self.fragment_len, self.prompt_len, self.embed_dim = fragment_len, prompt_len, embed_dim
@@ -248,7 +263,7 @@ class CMT(nn.Module):
         generator_prompt_len = prompt_len * (2 if task_encoder else 1)
         self.generator = Generator(obs_dim, act_dim, context_len, generator_prompt_len, embed_dim,
                                    num_layers, num_heads, dropout, max_timestep, stochastic, activation,
-                                   sep_token)
+                                   sep_token, prompt_to_steps)
         # rewards and values are predicted normalised; these map them back (set from the dataset)
         for name, value in (("reward_mean", 0.0), ("reward_std", 1.0), ("value_mean", 0.0),
                             ("value_std", 1.0)):
