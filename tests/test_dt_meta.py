@@ -246,3 +246,46 @@ def test_bench_meta_tiny_trains_evaluates_and_reuses(point_policies, tmp_path):
     assert config["algo"]["task_encoder"] is True
     with pytest.raises(ConfigError, match="not comparable"):
         run_meta_bench("point-robot", **dict(two, steps=4))
+
+
+class ContextSpy(SpyPolicy):
+    """Moves in a fixed direction per episode (so the episodes' returns differ) and records contexts."""
+    spec = {"meta": {}}
+    directions = [(-0.5, -0.5), (0.5, 0.5), (0.0, 0.0)]
+
+    def __init__(self):
+        super().__init__()
+        self.round, self.contexts, self.episodes = -1, [], []
+
+    def reset(self, target_return=None, num_envs=1):
+        super().reset(target_return, num_envs)
+        self.round += 1
+        self.episodes.append([])
+
+    def set_context(self, states, actions, rewards, mask, returns_to_go=None, timesteps=None):
+        self.contexts.append((self.round, states.copy(), mask.copy()))
+
+    def act(self, obs, reward):
+        self.episodes[-1].append(obs.copy())
+        return np.tile(np.float32(self.directions[self.round]), (len(obs), 1))
+
+
+def test_zero_shot_pick_best_takes_the_context_from_the_tasks_best_episode():
+    family = get_family("point-robot")
+    tasks = family.test_ids          # 10 tasks: a random pick matching the best in all is unlikely
+    spy = ContextSpy()
+    result = evaluate_meta(spy, family, tasks, rounds=3, mode="zero-shot", fragment_len=5, seed=1, pick="best")
+    assert result["pick"] == "best"
+    returns = np.array([p["returns"] for p in result["per_task"]])       # (tasks, rounds)
+    assert (returns[:, 0] != returns[:, 1]).all()
+    round_, states, mask = spy.contexts[-1]                               # the third episode's contexts
+    assert round_ == 2
+    for pos in range(len(tasks)):
+        best = int(np.argmax(returns[pos, :2]))
+        episode = np.stack([o[pos] for o in spy.episodes[best]])          # (steps, obs_dim)
+        window = states[pos][mask[pos]]
+        starts = [i for i in range(len(episode) - len(window) + 1)
+                  if np.allclose(episode[i:i + len(window)], window)]
+        assert starts, f"task {tasks[pos]}: the context is not a fragment of its best episode"
+    with pytest.raises(ValueError, match="pick"):
+        evaluate_meta(spy, family, tasks, rounds=1, mode="zero-shot", pick="worst")

@@ -221,15 +221,16 @@ def cmd_eval(args) -> int:
 
         targets = args.target_return or [None]
         evals = [evaluate_meta_policy(policy, mode=args.mode, tasks=args.tasks, rounds=args.episodes,
-                                      context=args.context, seed=args.seed, target_return=t)
+                                      context=args.context, seed=args.seed, target_return=t,
+                                      pick=args.pick)
                  for t in targets]
         if args.json:
             print(json.dumps(evals[0] if len(evals) == 1 else evals))
         else:
             _print_eval(evals)
         return 0
-    if args.mode or args.context:
-        raise SeqrlError("--mode and --context are for meta-RL runs (trained on a multi-task dataset)")
+    if args.mode or args.context or args.pick != "random":
+        raise SeqrlError("--mode, --context and --pick are for meta-RL runs (trained on a multi-task dataset)")
     env_id = gym_id(args.env) if args.env else policy.env_id
     if env_id is None:
         raise SeqrlError("the checkpoint does not name its environment: pass --env")
@@ -486,6 +487,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--context", default=None, metavar="SOURCE",
                     help="meta-RL few-shot: the dataset the task contexts come from (e.g. "
                          "cheetah-vel-expert)")
+    ev.add_argument("--pick", default="random", metavar="random|best",
+                    help="meta-RL zero-shot: draw each context from a random earlier episode of the task "
+                         "(default) or from the best so far")
     ev.add_argument("--tasks", choices=("test", "train"), default="test",
                     help="meta-RL runs: held-out (default) or training tasks")
     ev.set_defaults(func=cmd_eval)

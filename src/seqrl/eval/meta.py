@@ -6,8 +6,10 @@ episodes per task:
 * zero-shot (the CMT paper's setting, Section 4.2): the agent starts with an empty context buffer in
   each task. The first episode acts from the policy's fallback prompt (CMT: the stored prompt, then its
   own history each time the context window is refilled); before
-  each later episode a context fragment (``fragment_len`` steps) is drawn uniformly from the task's
-  buffer of earlier episodes. The returns per round are the adaptation curve.
+  each later episode a context fragment (``fragment_len`` steps) is drawn from the task's buffer of
+  earlier episodes: from a uniformly drawn one (``pick="random"``, default) or from the one with the
+  highest return so far (``pick="best"``: the agent knows what its episodes earned). The returns per
+  round are the adaptation curve.
 * few-shot: before every episode a context fragment is drawn from the task's episodes in an offline
   dataset (e.g. the family's -medium or -expert data, the paper's Q4).
 * none: no context at all (the policy's own fallback: history or stored prompt); what a plain
@@ -26,6 +28,7 @@ import time
 import numpy as np
 
 MODES = ("zero-shot", "few-shot", "none")
+PICKS = ("random", "best")
 
 
 def _fragment(rng, states, actions, rewards, length):
@@ -50,7 +53,7 @@ def _fragment(rng, states, actions, rewards, length):
 
 def evaluate_meta(policy, family, task_ids, rounds: int = 3, mode: str = "zero-shot",
                   context_dataset=None, fragment_len: int = 20, seed: int = 0,
-                  target_return: float | None = None) -> dict:
+                  target_return: float | None = None, pick: str = "random") -> dict:
     """Run ``rounds`` episodes in each task of ``task_ids`` and summarise.
 
     Returns return_mean / return_std over all episodes, ``per_task`` (task id, parameters, returns per
@@ -60,6 +63,8 @@ def evaluate_meta(policy, family, task_ids, rounds: int = 3, mode: str = "zero-s
 
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got '{mode}'")
+    if pick not in PICKS:
+        raise ValueError(f"pick must be one of {PICKS}, got '{pick}'")
     if mode == "few-shot" and context_dataset is None:
         raise ValueError("few-shot evaluation needs a context dataset")
     start = time.perf_counter()
@@ -87,7 +92,10 @@ def evaluate_meta(policy, family, task_ids, rounds: int = 3, mode: str = "zero-s
             sources = offline if mode == "few-shot" else ({p: b for p, b in enumerate(buffers)}
                                                           if mode == "zero-shot" and r > 0 else None)
             if sources:
-                picks = [sources[pos][int(rng.integers(len(sources[pos])))] for pos in range(n)]
+                if mode == "zero-shot" and pick == "best":   # the task's best episode so far
+                    picks = [sources[pos][int(np.argmax(returns[pos, :r]))] for pos in range(n)]
+                else:
+                    picks = [sources[pos][int(rng.integers(len(sources[pos])))] for pos in range(n)]
                 frags = [_fragment(rng, p["observations"], p["actions"], p["rewards"], fragment_len)
                          for p in picks]
                 states, actions, rewards, mask, rtg, steps = (np.stack([f[i] for f in frags])
@@ -121,6 +129,7 @@ def evaluate_meta(policy, family, task_ids, rounds: int = 3, mode: str = "zero-s
         vec.close()
     return {
         "mode": mode,
+        "pick": pick if mode == "zero-shot" else None,
         "target_return": target_return,
         "return_mean": float(returns.mean()),
         "return_std": float(returns.std()),
@@ -141,7 +150,7 @@ DEFAULT_MODES = {"cmt": "zero-shot", "prompt-dt": "few-shot", "dt": "none"}
 
 def evaluate_meta_policy(policy, mode: str | None = None, tasks: str = "test", rounds: int = 3,
                          context: str | None = None, seed: int = 0,
-                         target_return: float | None = None) -> dict:
+                         target_return: float | None = None, pick: str = "random") -> dict:
     """``evaluate_meta`` for a loaded meta-RL policy (its spec names the family): ``tasks`` "test"
     (held out) or "train"; ``mode`` default by algorithm (CMT zero-shot, Prompt-DT few-shot, DT none);
     ``context`` a dataset SOURCE for few-shot (default for Prompt-DT: the held-out tasks' best
@@ -179,6 +188,10 @@ def evaluate_meta_policy(policy, mode: str | None = None, tasks: str = "test", r
         missing = sorted(set(task_ids) - set(context_dataset.episode_tasks.tolist()))
         if missing:
             raise ConfigError(f"the context dataset has no episode of tasks {missing}")
+    if pick not in PICKS:
+        raise ConfigError(f"--pick must be one of {', '.join(PICKS)}, got '{pick}'")
+    if pick != "random" and mode != "zero-shot":
+        raise ConfigError("--pick chooses among the agent's own episodes: it is for --mode zero-shot")
     if mode == "zero-shot" and algo == "dt":
         raise ConfigError("a DT without prompt takes no context: use --mode none")
     fragment_len = int(getattr(policy.model, "prompt_len", 0) if algo == "prompt-dt"
@@ -187,6 +200,6 @@ def evaluate_meta_policy(policy, mode: str | None = None, tasks: str = "test", r
         target_return = policy.default_target_return
     result = evaluate_meta(policy, family, task_ids, rounds=rounds, mode=mode,
                            context_dataset=context_dataset, fragment_len=fragment_len, seed=seed,
-                           target_return=target_return)
+                           target_return=target_return, pick=pick)
     result.update(family=family.name, tasks=tasks, context=context)
     return result
