@@ -201,6 +201,34 @@ def test_two_prompt_model_tunes_the_policy_prompt_only():
         one.encode_task(states, actions, rewards, mask)
 
 
+def test_context_steps_follow_the_task_prompt_untuned_and_zero_past_the_fragment():
+    torch.manual_seed(0)
+    model = CMT(obs_dim=3, act_dim=2, context_len=4, fragment_len=4, prompt_len=2, embed_dim=16,
+                num_layers=1, encoder_layers=1, dropout=0.0, sep_token=True, task_encoder=True,
+                context_steps=3).eval()
+    assert model.generator.prefix_len == 2 * 2 + 3 + 1
+    assert model.stored_task_prompt.shape == (2 + 3, 16)
+    states, actions = torch.randn(2, 4, 3), torch.randn(2, 4, 2).clamp(-1, 1)
+    rewards = torch.randn(2, 4)
+    mask = torch.tensor([[True] * 4, [True, True, False, False]])
+    task = model.encode_task(states, actions, rewards, mask)
+    assert task.shape == (2, 2 + 3, 16)
+    step = model.embed_context(torch.cat([states, actions, rewards[..., None]], -1))
+    torch.testing.assert_close(task[0, 2:], step[0, :3])        # the context's first steps, in order
+    torch.testing.assert_close(task[1, 2:4], step[1, :2])
+    assert torch.all(task[1, 4] == 0)                             # padding is a zero token
+    short = model.encode_task(states[:, :1], actions[:, :1], rewards[:, :1], mask[:, :1])
+    assert short.shape == (2, 5, 16) and torch.all(short[:, 3:] == 0)   # fewer steps than k: zeros
+    torch.nn.init.normal_(model.adaptor.mlp[2].weight)
+    z = model.encode(states, actions, rewards, mask)
+    tuned = model.tuned(torch.cat([z, task], 1))
+    torch.testing.assert_close(tuned[:, 2:], task)                # t and the steps are not tuned
+    out = model.generator(tuned, states, actions, rewards, torch.arange(4).repeat(2, 1))
+    assert out["action_mean"].shape == (2, 4, 2)
+    with pytest.raises(ValueError, match="task_encoder"):
+        CMT(obs_dim=3, act_dim=2, sep_token=True, context_steps=3)
+
+
 def test_two_prompt_losses_and_policy_prompts_from_other_tasks(point_data):
     from seqrl.errors import ConfigError
 
@@ -226,20 +254,34 @@ def test_two_prompt_losses_and_policy_prompts_from_other_tasks(point_data):
         MetaCMTRepresentation(MetaCMTConfig(**TINY, policy_from="rank"), part, family)
     with pytest.raises(ConfigError, match="policy_from"):
         MetaCMTRepresentation(MetaCMTConfig(**TINY, task_encoder=True, policy_from="best"), part, family)
+    with pytest.raises(ConfigError, match="task_encoder"):
+        MetaCMTRepresentation(MetaCMTConfig(**TINY, context_steps=2), part, family)
+    with pytest.raises(ConfigError, match="context_steps"):
+        MetaCMTRepresentation(MetaCMTConfig(**TINY, task_encoder=True, context_steps=99), part, family)
+    with_steps = MetaCMTRepresentation(MetaCMTConfig(**TINY, task_encoder=True, context_steps=2), part,
+                                       family)
+    loss, metrics = with_steps.loss()
+    loss.backward()
+    assert torch.isfinite(loss) and with_steps.model.embed_context.weight.grad.abs().sum() > 0
+    assert with_steps.context_prompt(episodes[:5]).shape == (5, 2 * TINY["prompt_len"] + 2,
+                                                              TINY["embed_dim"])
 
 
-def test_tiny_two_prompt_run_acts_from_the_stored_policy_prompt(point_policies, tmp_path):
+@pytest.mark.parametrize("context_steps", [0, 3])
+def test_tiny_two_prompt_run_acts_from_the_stored_policy_prompt(point_policies, tmp_path, context_steps):
     from seqrl.data.sources import load_source
     from seqrl.policy import Policy
 
     assert main(["data", "make", "point-robot", "--steps", "3000", "--no-progress"]) == 0
     out = tmp_path / "run"
-    assert train_tiny_cmt(out, 4, "task_encoder=true", "policy_from=rank") == 0
+    assert train_tiny_cmt(out, 4, "task_encoder=true", "policy_from=rank",
+                          f"context_steps={context_steps}") == 0
     summary = json.loads((out / "summary.json").read_text())
     assert len(summary["eval"]["curve"]) == 2
     policy = Policy.load(out)
     m, p = policy.model, TINY["prompt_len"]
     assert m.has_task_prompt and m.stored_task_prompt.abs().sum() > 0
+    assert m.context_steps == context_steps and m.stored_task_prompt.shape[0] == p + context_steps
     data = load_source("point-robot")
     eps = [data.episode(int(e)) for e in np.flatnonzero(data.episode_tasks == 0)[:3]]
     policy.reset(num_envs=3)

@@ -61,6 +61,10 @@ class MetaCMTConfig(CMTConfig):
     prompt_to_steps: bool = False
     """a projection of the whole prompt [z, t] added to every step token's embedding, a direct path
     next to the prompt tokens in front (an experiment: docs/meta.md)"""
+    context_steps: int = 0
+    """with task_encoder: the generator also reads the context fragment's first k steps themselves, one
+    token per step, after the task prompt (the paper's "concatenates a context trajectory with the
+    input"; as Prompt-DT's trajectory prompt, K* = 5 there)"""
     policy_from: str = "episode"
     """with task_encoder, where the policy prompt's fragment comes from: "episode" (the window's own, as
     single-task CMT) or "rank" (another training task's episode at the same within-task return rank)"""
@@ -81,6 +85,11 @@ class _TaskContext:
             raise ConfigError(f"policy_from must be one of {POLICY_FROM}, got '{cfg.policy_from}'")
         if cfg.policy_from != "episode" and not cfg.task_encoder:
             raise ConfigError("policy_from=rank needs task_encoder=true (two prompts)")
+        if cfg.context_steps < 0 or cfg.context_steps > cfg.fragment_len:
+            raise ConfigError(f"context_steps must be between 0 and fragment_len ({cfg.fragment_len}), "
+                              f"got {cfg.context_steps}")
+        if cfg.context_steps and not cfg.task_encoder:
+            raise ConfigError("context_steps needs task_encoder=true (two prompts)")
 
     def _index_tasks(self) -> None:
         self.task_index = TaskIndex(self.dataset.episode_tasks)
@@ -141,7 +150,8 @@ class _TaskContext:
 
     def build_model_kwargs(self, kwargs: dict) -> dict:
         return {**kwargs, "sep_token": True, "task_encoder": bool(self.config.task_encoder),
-                "prompt_to_steps": bool(self.config.prompt_to_steps)}
+                "prompt_to_steps": bool(self.config.prompt_to_steps),
+                "context_steps": int(self.config.context_steps)}
 
     def policy_spec(self) -> dict:
         spec = super().policy_spec()
@@ -171,6 +181,9 @@ class MetaCMTRepresentation(_TaskContext, CMTRepresentation):
             task_anchor = self.encode_task(self.fragments(self.same_task_episodes(episodes)))
             task_positive = self.encode_task(self.fragments(episodes))
             prompt = torch.cat([z1, task_anchor], dim=1)
+            # the task InfoNCE shapes t itself, not the raw context steps behind it (context_steps)
+            p = self.model.prompt_len
+            task_anchor, task_positive = task_anchor[:, :p], task_positive[:, :p]
         else:  # one prompt, from the context fragment; both InfoNCE losses shape it
             pair_episodes = episodes
             prompt = self.encode(self.prompt_fragments(episodes))

@@ -21,7 +21,9 @@ trajectory of the same task, and a learned [SEP] token (``sep_token=True``) sepa
 history: the generator reads [z_1 .. z_P, SEP, s_0, a_0, r_0, ...]. With ``task_encoder=True`` the
 model has both of Section 4.2's prompts: a policy prompt z from A_e and a task prompt t from a second
 encoder of the same shape (F(t | tau)), and the generator reads [z_1 .. z_P, t_1 .. t_P, SEP, ...]; the
-adaptor tunes the policy prompt only.
+adaptor tunes the policy prompt only. With ``context_steps=k`` (two prompts only) the task prompt is
+followed by the context fragment's first k steps themselves, one token per (s, a, r) step, the literal
+reading of "concatenates a context trajectory with the input": [z, t, c_1 .. c_k, SEP, history].
 
 ``CMT`` holds all three plus the statistics that turn the generator's normalised rewards and values
 back into environment units, and ``stored_prompt``: the prompt acting uses when it does not read the
@@ -249,8 +251,10 @@ class CMT(nn.Module):
                  encoder_layers: int = 2, encoder_heads: int = 1, dropout: float = 0.1,
                  max_timestep: int = 1000, stochastic: bool = False, activation: str = "relu",
                  adaptor_hidden: int = 256, sep_token: bool = False, task_encoder: bool = False,
-                 prompt_to_steps: bool = False):
+                 prompt_to_steps: bool = False, context_steps: int = 0):
         super().__init__()
+        if context_steps and not task_encoder:
+            raise ValueError("context_steps needs task_encoder=True (two prompts)")
         self.obs_dim, self.act_dim, self.context_len = obs_dim, act_dim, context_len
         self.fragment_len, self.prompt_len, self.embed_dim = fragment_len, prompt_len, embed_dim
         self.condition_on_returns = False  # the prompt, not a return-to-go, steers the policy
@@ -259,8 +263,13 @@ class CMT(nn.Module):
         self.encoder = TrajectoryEncoder(*encoder_args)
         # meta-RL with two prompts (Section 4.2): F(t | tau) encodes the task prompt
         self.task_encoder = TrajectoryEncoder(*encoder_args) if task_encoder else None
+        # the context's own steps next to the task prompt, one token per (s, a, r) step
+        self.context_steps = context_steps
+        self.embed_context = nn.Linear(obs_dim + act_dim + 1, embed_dim) if context_steps else None
+        if self.embed_context is not None:
+            self.embed_context.apply(init_weights)
         self.adaptor = Adaptor(embed_dim, adaptor_hidden)
-        generator_prompt_len = prompt_len * (2 if task_encoder else 1)
+        generator_prompt_len = prompt_len * (2 if task_encoder else 1) + context_steps
         self.generator = Generator(obs_dim, act_dim, context_len, generator_prompt_len, embed_dim,
                                    num_layers, num_heads, dropout, max_timestep, stochastic, activation,
                                    sep_token, prompt_to_steps)
@@ -270,7 +279,7 @@ class CMT(nn.Module):
             self.register_buffer(name, torch.tensor(value))
         self.register_buffer("stored_prompt", torch.zeros(prompt_len, embed_dim))
         if task_encoder:  # the task prompt acting uses before it has any context (mean over the data)
-            self.register_buffer("stored_task_prompt", torch.zeros(prompt_len, embed_dim))
+            self.register_buffer("stored_task_prompt", torch.zeros(prompt_len + context_steps, embed_dim))
 
     @property
     def has_task_prompt(self) -> bool:
@@ -281,17 +290,29 @@ class CMT(nn.Module):
         return self.encoder(states, actions, rewards, mask)
 
     def encode_task(self, states, actions, rewards, mask) -> torch.Tensor:
-        """t = F(tau): the task prompt (B, P, H) of a model with a task encoder."""
+        """t = F(tau): the task prompt (B, P, H) of a model with a task encoder; with
+        ``context_steps`` k, (B, P + k, H): t, then the fragment's first k steps embedded one token
+        each (steps past the fragment's end, or padding, are zero)."""
         if self.task_encoder is None:
             raise ValueError("this CMT has no task encoder (task_encoder=False)")
-        return self.task_encoder(states, actions, rewards, mask)
+        t = self.task_encoder(states, actions, rewards, mask)
+        if not self.context_steps:
+            return t
+        k = self.context_steps
+        steps = torch.cat([states, actions, rewards.unsqueeze(-1)], dim=-1)[:, :k]
+        tokens = self.embed_context(steps) * mask[:, :k, None].to(t.dtype)
+        missing = k - tokens.shape[1]
+        if missing > 0:
+            tokens = torch.cat([tokens, tokens.new_zeros(len(tokens), missing, tokens.shape[-1])], dim=1)
+        return torch.cat([t, tokens.to(t.dtype)], dim=1)
 
     def tuned(self, prompt: torch.Tensor) -> torch.Tensor:
-        """z' = L(z; xi). With a task encoder ``prompt`` is [z, t] (B, 2P, H) and only z is tuned."""
+        """z' = L(z; xi). With a task encoder ``prompt`` is [z, t] (B, 2P, H), or [z, t, c] with
+        ``context_steps``, and only z is tuned."""
         if self.task_encoder is None:
             return self.adaptor(prompt)
-        z, t = prompt.split(self.prompt_len, dim=1)
-        return torch.cat([self.adaptor(z), t], dim=1)
+        z, task = prompt[:, :self.prompt_len], prompt[:, self.prompt_len:]
+        return torch.cat([self.adaptor(z), task], dim=1)
 
     def normalize_reward(self, r):
         return (r - self.reward_mean) / self.reward_std
