@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from seqrl.algos.cmt_meta import MetaCMTConfig, MetaCMTRepresentation
-from seqrl.algos.meta import training_part
+from seqrl.algos.meta import best_per_task, training_part
 from seqrl.cli import main
 from seqrl.data.recipes import generate
 from seqrl.envs.tasks import get_family
@@ -258,6 +258,16 @@ def test_two_prompt_losses_and_policy_prompts_from_other_tasks(point_data):
         MetaCMTRepresentation(MetaCMTConfig(**TINY, context_steps=2), part, family)
     with pytest.raises(ConfigError, match="context_steps"):
         MetaCMTRepresentation(MetaCMTConfig(**TINY, task_encoder=True, context_steps=99), part, family)
+    with pytest.raises(ConfigError, match="task_context_top"):
+        MetaCMTRepresentation(MetaCMTConfig(**TINY, task_encoder=True, task_context_top=0.0), part, family)
+    with pytest.raises(ConfigError, match="task_encoder"):
+        MetaCMTRepresentation(MetaCMTConfig(**TINY, task_context_top=0.5), part, family)
+    best = MetaCMTRepresentation(MetaCMTConfig(**TINY, task_encoder=True, task_context_top=0.2), part,
+                                 family)
+    contexts = best.task_context_episodes(episodes)
+    assert np.all(part.episode_tasks[contexts] == part.episode_tasks[episodes])
+    assert np.all(best_per_task(part, 0.2)[contexts])            # only each task's best fifth
+    assert not np.all(best_per_task(part, 0.2)[algo.task_context_episodes(episodes)])  # default: any
     with_steps = MetaCMTRepresentation(MetaCMTConfig(**TINY, task_encoder=True, context_steps=2), part,
                                        family)
     loss, metrics = with_steps.loss()

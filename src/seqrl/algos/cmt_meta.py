@@ -65,6 +65,11 @@ class MetaCMTConfig(CMTConfig):
     """with task_encoder: the generator also reads the context fragment's first k steps themselves, one
     token per step, after the task prompt (the paper's "concatenates a context trajectory with the
     input"; as Prompt-DT's trajectory prompt, K* = 5 there)"""
+    task_context_top: float = 1.0
+    """with task_encoder: the task prompt's training contexts come from each task's best fraction of
+    episodes by return (1.0: any episode of the task; Prompt-DT's demonstrations are the best 0.2), so
+    that the generator learns from contexts that show the task; the task InfoNCE's positives still come
+    from any episode of the task"""
     policy_from: str = "episode"
     """with task_encoder, where the policy prompt's fragment comes from: "episode" (the window's own, as
     single-task CMT) or "rank" (another training task's episode at the same within-task return rank)"""
@@ -90,15 +95,28 @@ class _TaskContext:
                               f"got {cfg.context_steps}")
         if cfg.context_steps and not cfg.task_encoder:
             raise ConfigError("context_steps needs task_encoder=true (two prompts)")
+        if not 0.0 < cfg.task_context_top <= 1.0:
+            raise ConfigError(f"task_context_top must be in (0, 1], got {cfg.task_context_top}")
+        if cfg.task_context_top < 1.0 and not cfg.task_encoder:
+            raise ConfigError("task_context_top needs task_encoder=true (two prompts)")
 
     def _index_tasks(self) -> None:
         self.task_index = TaskIndex(self.dataset.episode_tasks)
+        top = self.config.task_context_top
+        self.context_index = (TaskIndex(self.dataset.episode_tasks,
+                                        allowed=best_per_task(self.dataset, top))
+                              if top < 1.0 else self.task_index)
         self.rank_index = (RankIndex(self.dataset.episode_tasks, self.dataset.episode_returns)
                            if self.config.policy_from == "rank" else None)
 
     def same_task_episodes(self, episodes: np.ndarray) -> np.ndarray:
         """A uniformly drawn episode of the same task for each of ``episodes``."""
         return self.task_index.draw(episodes, self.sampler.rng)
+
+    def task_context_episodes(self, episodes: np.ndarray) -> np.ndarray:
+        """Two prompts: the episodes the task prompts of the windows of ``episodes`` read in training
+        (of the same task, among its best ``task_context_top`` fraction)."""
+        return self.context_index.draw(episodes, self.sampler.rng)
 
     def policy_episodes(self, episodes: np.ndarray) -> np.ndarray:
         """Two prompts: the episodes the policy prompts of the windows of ``episodes`` read."""
@@ -120,7 +138,7 @@ class _TaskContext:
         if not self.config.task_encoder:
             return super().context_prompt(episodes)
         z = self.encode(self.fragments(self.policy_episodes(episodes)))
-        t = self.encode_task(self.fragments(self.same_task_episodes(episodes)))
+        t = self.encode_task(self.fragments(self.task_context_episodes(episodes)))
         return torch.cat([z, t], dim=1)
 
     @torch.no_grad()
@@ -178,7 +196,7 @@ class MetaCMTRepresentation(_TaskContext, CMTRepresentation):
             pair_episodes = self.policy_episodes(episodes)
             z1 = self.encode(self.fragments(pair_episodes))
             z2 = self.encode(self.fragments(pair_episodes))
-            task_anchor = self.encode_task(self.fragments(self.same_task_episodes(episodes)))
+            task_anchor = self.encode_task(self.fragments(self.task_context_episodes(episodes)))
             task_positive = self.encode_task(self.fragments(episodes))
             prompt = torch.cat([z1, task_anchor], dim=1)
             # the task InfoNCE shapes t itself, not the raw context steps behind it (context_steps)
