@@ -304,3 +304,30 @@ def test_tiny_two_prompt_run_acts_from_the_stored_policy_prompt(point_policies, 
         torch.testing.assert_close(prompt[row, :p], expected_z)
     assert not torch.allclose(prompt[0, p:], prompt[1, p:])
     assert policy.act(np.zeros((3, m.obs_dim), np.float32)).shape == (3, m.act_dim)
+
+
+def test_relabelled_task_contexts_carry_the_windows_task_rewards(point_data):
+    from seqrl.envs.relabel import RewardRelabeller
+    from seqrl.errors import ConfigError
+
+    part, family = training_part(point_data)
+    algo = MetaCMTRepresentation(MetaCMTConfig(**TINY, task_encoder=True, relabel_contexts=1.0), part,
+                                 family)
+    episodes = np.arange(part.num_episodes).repeat(3)
+    frag = algo.task_context(episodes)
+    drawn = frag["episode_ids"].numpy()
+    assert np.mean(part.episode_tasks[drawn] != part.episode_tasks[episodes]) > 0.5   # mostly other tasks
+    rows = frag["starts"].numpy()[:, None] + np.arange(TINY["fragment_len"])
+    expected = RewardRelabeller(family, part).rewards(rows, part.episode_tasks[episodes][:, None])
+    expected = algo.model.normalize_reward(torch.as_tensor(expected * algo.sampler.reward_scale))
+    mask = frag["mask"]
+    torch.testing.assert_close(frag["rewards"][mask], expected[mask].float())
+    loss, _ = algo.loss()
+    assert torch.isfinite(loss)
+    plain = MetaCMTRepresentation(MetaCMTConfig(**TINY, task_encoder=True), part, family)
+    same = plain.task_context(episodes)["episode_ids"].numpy()
+    np.testing.assert_array_equal(part.episode_tasks[same], part.episode_tasks[episodes])
+    with pytest.raises(ConfigError, match="task_encoder"):
+        MetaCMTRepresentation(MetaCMTConfig(**TINY, relabel_contexts=0.5), part, family)
+    with pytest.raises(ConfigError, match="relabel_contexts"):
+        MetaCMTRepresentation(MetaCMTConfig(**TINY, task_encoder=True, relabel_contexts=1.5), part, family)

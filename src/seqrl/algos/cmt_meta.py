@@ -40,6 +40,7 @@ import torch
 
 from seqrl.algos.cmt import CMTConfig, CMTImprovement, CMTRepresentation
 from seqrl.algos.meta import RankIndex, TaskIndex, best_per_task, meta_spec
+from seqrl.envs.relabel import RewardRelabeller
 from seqrl.errors import ConfigError
 from seqrl.models.cmt import info_nce
 
@@ -70,6 +71,11 @@ class MetaCMTConfig(CMTConfig):
     episodes by return (1.0: any episode of the task; Prompt-DT's demonstrations are the best 0.2), so
     that the generator learns from contexts that show the task; the task InfoNCE's positives still come
     from any episode of the task"""
+    relabel_contexts: float = 0.0
+    """with task_encoder: the share of the task prompt's training contexts drawn from any training
+    episode, whatever its task, with the rewards recomputed for the window's task (seqrl.envs.relabel),
+    so that the task prompt reads the rewards rather than the behaviour that comes with a task in the
+    data; families whose tasks differ in the reward only"""
     policy_from: str = "episode"
     """with task_encoder, where the policy prompt's fragment comes from: "episode" (the window's own, as
     single-task CMT) or "rank" (another training task's episode at the same within-task return rank)"""
@@ -99,6 +105,10 @@ class _TaskContext:
             raise ConfigError(f"task_context_top must be in (0, 1], got {cfg.task_context_top}")
         if cfg.task_context_top < 1.0 and not cfg.task_encoder:
             raise ConfigError("task_context_top needs task_encoder=true (two prompts)")
+        if not 0.0 <= cfg.relabel_contexts <= 1.0:
+            raise ConfigError(f"relabel_contexts must be in [0, 1], got {cfg.relabel_contexts}")
+        if cfg.relabel_contexts > 0 and not cfg.task_encoder:
+            raise ConfigError("relabel_contexts needs task_encoder=true (two prompts)")
 
     def _index_tasks(self) -> None:
         self.task_index = TaskIndex(self.dataset.episode_tasks)
@@ -108,6 +118,8 @@ class _TaskContext:
                               if top < 1.0 else self.task_index)
         self.rank_index = (RankIndex(self.dataset.episode_tasks, self.dataset.episode_returns)
                            if self.config.policy_from == "rank" else None)
+        self.relabeller = (RewardRelabeller(self.family, self.dataset)
+                           if self.config.relabel_contexts > 0 else None)
 
     def same_task_episodes(self, episodes: np.ndarray) -> np.ndarray:
         """A uniformly drawn episode of the same task for each of ``episodes``."""
@@ -117,6 +129,24 @@ class _TaskContext:
         """Two prompts: the episodes the task prompts of the windows of ``episodes`` read in training
         (of the same task, among its best ``task_context_top`` fraction)."""
         return self.context_index.draw(episodes, self.sampler.rng)
+
+    def task_context(self, episodes: np.ndarray) -> dict:
+        """Two prompts: the fragments the task prompts of the windows of ``episodes`` read in training.
+        With ``relabel_contexts`` = p, a share p of them comes from a uniformly drawn training episode
+        of any task, its rewards recomputed for the window's task."""
+        chosen = self.task_context_episodes(episodes)
+        if self.relabeller is None:
+            return self.fragments(chosen)
+        rng, length = self.sampler.rng, self.config.fragment_len
+        swap = rng.random(len(episodes)) < self.config.relabel_contexts
+        chosen = np.where(swap, rng.integers(0, self.dataset.num_episodes, len(episodes)), chosen)
+        batch = self.sampler.fragments(chosen, length)
+        if swap.any():
+            rows = np.minimum(batch.starts[swap, None] + np.arange(length), len(self.dataset.rewards) - 1)
+            tasks = self.dataset.episode_tasks[episodes[swap]][:, None]
+            rewards = self.relabeller.rewards(rows, tasks) * self.sampler.reward_scale
+            batch.rewards[swap] = np.where(batch.mask[swap], rewards, 0.0)
+        return self.to_model_units(batch)
 
     def policy_episodes(self, episodes: np.ndarray) -> np.ndarray:
         """Two prompts: the episodes the policy prompts of the windows of ``episodes`` read."""
@@ -138,7 +168,7 @@ class _TaskContext:
         if not self.config.task_encoder:
             return super().context_prompt(episodes)
         z = self.encode(self.fragments(self.policy_episodes(episodes)))
-        t = self.encode_task(self.fragments(self.task_context_episodes(episodes)))
+        t = self.encode_task(self.task_context(episodes))
         return torch.cat([z, t], dim=1)
 
     @torch.no_grad()
@@ -196,7 +226,7 @@ class MetaCMTRepresentation(_TaskContext, CMTRepresentation):
             pair_episodes = self.policy_episodes(episodes)
             z1 = self.encode(self.fragments(pair_episodes))
             z2 = self.encode(self.fragments(pair_episodes))
-            task_anchor = self.encode_task(self.fragments(self.task_context_episodes(episodes)))
+            task_anchor = self.encode_task(self.task_context(episodes))
             task_positive = self.encode_task(self.fragments(episodes))
             prompt = torch.cat([z1, task_anchor], dim=1)
             # the task InfoNCE shapes t itself, not the raw context steps behind it (context_steps)
