@@ -153,6 +153,9 @@ def test_tiny_meta_run_end_to_end(point_policies, tmp_path, capsys):
     assert main(["train", "bc", "--dataset", "point-robot", "--steps", "2", "--out",
                  str(tmp_path / "bc")]) != 0        # no meta-RL variant of BC: one-line error
     assert "error: 'point-robot' is a multi-task" in capsys.readouterr().err
+    assert main(["eval", str(out), "--policy-prompt", "context"]) != 0   # one prompt: nothing to read it into
+    err = capsys.readouterr().err
+    assert err.startswith("error: policy_prompt=context is for two-prompt") and err.count("\n") == 1
 
 
 # ---------------------------------------------------------------------------- two prompts (task_encoder)
@@ -304,6 +307,19 @@ def test_tiny_two_prompt_run_acts_from_the_stored_policy_prompt(point_policies, 
         torch.testing.assert_close(prompt[row, :p], expected_z)
     assert not torch.allclose(prompt[0, p:], prompt[1, p:])
     assert policy.act(np.zeros((3, m.obs_dim), np.float32)).shape == (3, m.act_dim)
+    # policy_prompt "context": the context gives the policy prompt too (before any context: the stored one)
+    own = Policy.load(out, policy_prompt="context")
+    own.reset(num_envs=3)
+    torch.testing.assert_close(own._cmt_prompt(0)[:, :p], expected_z.expand(3, -1, -1))
+    ctx = [torch.as_tensor(np.stack([e[k][:5] for e in eps])) for k in ("observations", "actions", "rewards")]
+    own.set_context(*ctx)
+    states = (ctx[0] - own.obs_mean) / own.obs_std
+    mask = torch.ones(3, 5, dtype=torch.bool)
+    rewards = m.normalize_reward(ctx[2].float())
+    read = torch.cat([m.encode(states, ctx[1].float(), rewards, mask),
+                      m.encode_task(states, ctx[1].float(), rewards, mask)], dim=1)
+    torch.testing.assert_close(own._cmt_prompt(0), m.tuned(read))
+    assert not torch.allclose(own._cmt_prompt(0)[0, :p], expected_z)
 
 
 def test_relabelled_task_contexts_carry_the_windows_task_rewards(point_data):

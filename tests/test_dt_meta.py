@@ -246,6 +246,14 @@ def test_bench_meta_tiny_trains_evaluates_and_reuses(point_policies, tmp_path):
     assert config["algo"]["task_encoder"] is True
     with pytest.raises(ConfigError, match="not comparable"):
         run_meta_bench("point-robot", **dict(two, steps=4))
+    # --policy-prompt context: same runs, the variant's policy prompt read from the context
+    ctx = run_meta_bench("point-robot", **dict(two, name="meta-two-ctx", policy_prompt="context"))
+    assert ctx["policy_prompt"] == "context" and "--policy-prompt context" in (
+        tmp_path / "out" / "meta-two-ctx.md").read_text()
+    by_row = {r["protocol"]: r["return_mean"] for r in again["rows"]}
+    ctx_row = {r["protocol"]: r["return_mean"] for r in ctx["rows"]}
+    assert ctx_row["CMT (cmt-two) without context"] == by_row["CMT (cmt-two) without context"]
+    assert ctx_row["CMT (cmt-two) few-shot, expert context"] != by_row["CMT (cmt-two) few-shot, expert context"]
 
 
 class ContextSpy(SpyPolicy):

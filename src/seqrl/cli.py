@@ -207,6 +207,8 @@ def cmd_eval(args) -> int:
         overrides["eval_precision"] = args.precision
     if args.prompt_source is not None:
         overrides["prompt_source"] = args.prompt_source
+    if args.policy_prompt is not None:
+        overrides["policy_prompt"] = args.policy_prompt
     if args.video is not None:
         from seqrl.eval.video import check_video_path
 
@@ -302,7 +304,8 @@ def cmd_bench_meta(args) -> int:
     run_meta_bench(args.dataset, args.seeds, steps=args.steps, rounds=args.rounds, overrides=overrides,
                    runs=args.runs, out_dir=args.out, name=args.name,
                    command=" ".join(["seqrl"] + sys.argv[1:]), progress=not args.no_progress,
-                   cmt_variants=variants, baselines_from=args.baselines_from)
+                   cmt_variants=variants, baselines_from=args.baselines_from,
+                   policy_prompt=args.policy_prompt)
     return 0
 
 
@@ -490,6 +493,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--pick", default="random", metavar="random|best",
                     help="meta-RL zero-shot: draw each context from a random earlier episode of the task "
                          "(default) or from the best so far")
+    ev.add_argument("--policy-prompt", choices=("stored", "context"), default=None,
+                    help="two-prompt meta-RL CMT: the policy prompt is the stored one (default) or read "
+                         "from the context as well (then a context's quality sets the behaviour)")
     ev.add_argument("--tasks", choices=("test", "train"), default="test",
                     help="meta-RL runs: held-out (default) or training tasks")
     ev.set_defaults(func=cmd_eval)
@@ -548,6 +554,9 @@ def build_parser() -> argparse.ArgumentParser:
     bmeta.add_argument("--baselines-from", default=None, metavar="RESULT.json",
                        help="train and evaluate the --cmt-variant runs only; copy the other rows from this "
                             "earlier result (same dataset, steps, rounds and seeds)")
+    bmeta.add_argument("--policy-prompt", choices=("stored", "context"), default="stored",
+                       help="two-prompt --cmt-variant runs: evaluate with the stored policy prompt (default) "
+                            "or one read from the context as well")
     bmeta.add_argument("--runs", default="runs/meta", help="folder of the run directories")
     bmeta.add_argument("--name", default=None, help="result file stem in --out (default meta-DATASET)")
     bmeta.add_argument("--out", default="benchmarks/results", help="folder for the results")

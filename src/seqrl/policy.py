@@ -104,8 +104,14 @@ class Policy:
             if not 0 <= keep < k:
                 raise ConfigError(f"eval_keep must be between 0 and context_len - 1 = {k - 1}, got {keep}")
             self.keep = keep
+        self.policy_prompt = spec.get("policy_prompt", "stored")
+        if self.policy_prompt not in ("stored", "context"):
+            raise ConfigError(f"policy_prompt must be stored or context, got '{self.policy_prompt}'")
+        if self.policy_prompt == "context" and not (self.is_cmt and model.has_task_prompt):
+            raise ConfigError("policy_prompt=context is for two-prompt meta-RL CMT runs (task_encoder=true)")
         self.num_envs = 0
         self._context_z = None
+        self._context_policy_z = None
 
     @classmethod
     def load(cls, run_dir_or_checkpoint: str | os.PathLike, device="cpu", **overrides) -> "Policy":
@@ -144,6 +150,7 @@ class Policy:
         self._t = 0        # episode timestep
         self._prompt = None
         self._context_z = None
+        self._context_policy_z = None
         if self.is_prompt_dt:  # no demonstration yet: an empty (all-padding) prompt
             p = m.prompt_len
             self._dt_prompt = {"observations": torch.zeros(num_envs, p, m.obs_dim, device=dev, dtype=dt),
@@ -168,6 +175,8 @@ class Policy:
                 self._prompt = self._prompt[rows]
             if self._context_z is not None:
                 self._context_z = self._context_z[rows]
+            if self._context_policy_z is not None:
+                self._context_policy_z = self._context_policy_z[rows]
             if self.is_prompt_dt:
                 self._dt_prompt = {k: v[rows] for k, v in self._dt_prompt.items()}
 
@@ -207,9 +216,12 @@ class Policy:
             return
         rewards = torch.where(mask, m.normalize_reward(rewards), 0.0)
         dt = self.dtype
-        # with two prompts (meta-RL, task_encoder) the context gives the task prompt only
+        # with two prompts (meta-RL, task_encoder) the context gives the task prompt, and the policy
+        # prompt too when policy_prompt is "context"
         encode = m.encode_task if m.has_task_prompt else m.encode
         self._context_z = encode(states.to(dt), actions.to(dt), rewards.to(dt), mask)
+        if self.policy_prompt == "context":
+            self._context_policy_z = m.encode(states.to(dt), actions.to(dt), rewards.to(dt), mask)
 
     @torch.no_grad()
     def act(self, obs, reward=0.0) -> np.ndarray:
@@ -272,7 +284,8 @@ class Policy:
     def _cmt_prompt(self, history: int) -> torch.Tensor:
         """CMT's prompt through the adaptor, L(z): z is the stored prompt, or with prompt_source
         "history" the encoding of the ``history`` steps before the current one (when there are any).
-        With two prompts, [L(z), t]: z the stored policy prompt and t the task prompt of the context,
+        With two prompts, [L(z), t]: z the stored policy prompt (policy_prompt "context": the context's
+        own, A_e of the context fragment, once there is a context) and t the task prompt of the context,
         else of the history (prompt_source "history"), else the stored task prompt."""
         m = self.model
         # what the context or history is read into: the task prompt (two prompts) or the prompt
@@ -286,6 +299,8 @@ class Policy:
                           self._rewards[:, :history], mask)
         else:
             read = stored.expand(self.num_envs, -1, -1)
-        if m.has_task_prompt:  # the stored policy prompt goes in front of the task prompt
-            read = torch.cat([m.stored_prompt.expand(self.num_envs, -1, -1), read], dim=1)
+        if m.has_task_prompt:  # the policy prompt (stored, or the context's) goes in front of the task prompt
+            z = (self._context_policy_z if self._context_policy_z is not None
+                 else m.stored_prompt.expand(self.num_envs, -1, -1))
+            read = torch.cat([z, read], dim=1)
         return m.tuned(read)

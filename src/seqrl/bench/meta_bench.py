@@ -17,7 +17,9 @@ held-out return; the figure draws the adaptation curves with the baselines as ho
 CMT variants (``cmt_variants``, e.g. ``cmt-beta0`` with ``overrides["cmt-beta0"] = ["behaviour_coef=0"]``)
 are CMT runs with the settings of ``cmt`` plus their own; a variant whose own settings change the
 improvement stage only reruns that stage from the same seed's ``cmt`` representation stage, so the two
-differ in nothing else. Each variant gets the four CMT rows, labelled with its name.
+differ in nothing else. Each variant gets the four CMT rows, labelled with its name. With
+``policy_prompt="context"`` the variants (two-prompt runs) are evaluated with their policy prompt read
+from the context too (``Policy``'s ``policy_prompt``), not the stored one.
 
 ``baselines_from`` (an earlier result JSON of this benchmark on the same dataset, budget, rounds and
 seeds) trains and evaluates the CMT variants only and copies the four base runs' rows from that file;
@@ -63,7 +65,8 @@ def protocols(dataset: str, cmt_variants=()) -> list[tuple[str, str, str, str | 
 def run_meta_bench(dataset: str, seeds, steps: int, rounds: int = 3, overrides=None,
                    runs: str = "runs/meta", out_dir: str | None = "benchmarks/results",
                    name: str | None = None, command: str = "", progress: bool = True,
-                   cmt_variants=(), baselines_from: str | None = None) -> dict:
+                   cmt_variants=(), baselines_from: str | None = None,
+                   policy_prompt: str = "stored") -> dict:
     from seqrl.algos.cmt import improvement_only
     from seqrl.eval.meta import evaluate_meta_policy
     from seqrl.policy import Policy
@@ -97,7 +100,9 @@ def run_meta_bench(dataset: str, seeds, steps: int, rounds: int = 3, overrides=N
         for row, label, mode, context in protocols(dataset, cmt_variants):
             if base and label not in cmt_variants:
                 continue
-            policy = Policy.load(Path(runs) / f"{label}-{dataset}-s{seed}")
+            # policy_prompt "context": the variants' (two-prompt) policy prompts are read from the context
+            spec = {"policy_prompt": policy_prompt} if label in cmt_variants and policy_prompt != "stored" else {}
+            policy = Policy.load(Path(runs) / f"{label}-{dataset}-s{seed}", **spec)
             ev = evaluate_meta_policy(policy, mode=mode, rounds=rounds, context=context,
                                       seed=1_000_000 + seed)
             evals.setdefault(row, []).append({
@@ -121,7 +126,7 @@ def run_meta_bench(dataset: str, seeds, steps: int, rounds: int = 3, overrides=N
     result = {"benchmark": name, "dataset": dataset, "command": command, "commit": git_commit(),
               "machine": machine_info(), "budget_updates": steps, "rounds": rounds,
               "seeds": list(seeds), "runs": trained, "rows": rows, "data_returns": data_returns,
-              "goals": _goals(rows, cmt_variants)}
+              "goals": _goals(rows, cmt_variants), "policy_prompt": policy_prompt}
     if base:
         result["baselines_from"] = base["source"]
     markdown = _markdown(result)
@@ -184,6 +189,9 @@ def _markdown(r: dict) -> str:
              f"({m['cores_allowed']} cores allowed). Seeds {r['seeds']}; held-out tasks, {r['rounds']} "
              f"consecutive episodes per task; return = mean over tasks and episodes, then mean +- std "
              f"over seeds.", ""]
+    if r.get("policy_prompt", "stored") != "stored":
+        lines += ["The CMT variants read their policy prompt from the context as well as their task prompt "
+                  "(`--policy-prompt context`; without a context, the stored one).", ""]
     if r.get("baselines_from"):
         b = r["baselines_from"]
         lines += [f"Rows of the runs cmt, prompt-dt, dt and oracle-dt copied from `{b['file']}` (commit "
