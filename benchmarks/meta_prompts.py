@@ -190,31 +190,54 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
-    import sys
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_args(description: str) -> argparse.Namespace:
+    """FAMILY RUN_DIR [RUN_DIR ...] [--name STEM], for the scripts that read two-prompt runs."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("family")
     parser.add_argument("runs", nargs="+")
     parser.add_argument("--name", default=None)
-    args = parser.parse_args()
+    return parser.parse_args()
 
-    from seqrl.bench.machine import git_commit, machine_info, write_result
-    from seqrl.data.sources import load_source
-    from seqrl.envs.tasks import get_family
+
+def two_prompt_runs(run_dirs):
+    """(run_dir, policy, config, seed, fragment length) of each two-prompt CMT run; exits with a one-line
+    error on any other run."""
+    import sys
+
     from seqrl.policy import Policy
 
     torch.set_num_threads(1)
-    family = get_family(args.family)
-    data = {q: load_source(args.family + suffix) for q, suffix in
-            (("mixed", ""), ("medium", "-medium"), ("expert", "-expert"))}
-    runs = []
-    for run_dir in args.runs:
+    for run_dir in run_dirs:
         policy = Policy.load(run_dir)
         if not policy.model.has_task_prompt:
             sys.exit(f"error: {run_dir} is not a two-prompt CMT run (--set task_encoder=true)")
         config = json.loads((Path(run_dir) / "config.json").read_text())
-        seed, length = int(config["run"]["seed"]), int(config["algo"]["fragment_len"])
+        yield run_dir, policy, config, int(config["run"]["seed"]), int(config["algo"]["fragment_len"])
+
+
+def write(benchmark: str, args, runs: list, markdown_of) -> None:
+    """benchmarks/results/<--name or benchmark-FAMILY>.{json,md} with the command, commit and machine."""
+    import sys
+
+    from seqrl.bench.machine import git_commit, machine_info, write_result
+
+    result = {"benchmark": benchmark.replace("-", "_"), "family": args.family, "commit": git_commit(),
+              "machine": machine_info(), "command": "python " + " ".join(sys.argv), "runs": runs}
+    write_result(Path(__file__).parent / "results", args.name or f"{benchmark}-{args.family}", result,
+                 markdown_of(result))
+
+
+def main() -> None:
+    args = parse_args(__doc__.splitlines()[0])
+
+    from seqrl.data.sources import load_source
+    from seqrl.envs.tasks import get_family
+
+    family = get_family(args.family)
+    data = {q: load_source(args.family + suffix) for q, suffix in
+            (("mixed", ""), ("medium", "-medium"), ("expert", "-expert"))}
+    runs = []
+    for run_dir, policy, config, seed, length in two_prompt_runs(args.runs):
         rng = np.random.default_rng(seed)
         runs.append({"run_dir": run_dir, "seed": seed,
                      "task_probe": task_probe(policy, family, data, length, rng),
@@ -223,10 +246,7 @@ def main() -> None:
                      "stored_prompt": stored_prompt_choice(policy, family, data["mixed"], data["expert"], length,
                                                            seed, float(config["algo"]["prompt_top_fraction"]))})
         print(json.dumps(runs[-1]), flush=True)
-    result = {"benchmark": "meta_prompts", "family": args.family, "commit": git_commit(),
-              "machine": machine_info(), "command": "python " + " ".join(sys.argv), "runs": runs}
-    write_result(Path(__file__).parent / "results", args.name or f"meta-prompts-{args.family}", result,
-                 markdown(result))
+    write("meta-prompts", args, runs, markdown)
 
 
 if __name__ == "__main__":

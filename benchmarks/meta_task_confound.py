@@ -20,16 +20,14 @@ that reads the rewards has both errors alike. Writes benchmarks/results/<name>.{
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from meta_prompts import fragment_prompt  # noqa: E402
+from meta_prompts import fragment_prompt, parse_args, two_prompt_runs, write  # noqa: E402
 
 
 def measure(policy, family, train, expert, relabeller, length: int, rng, per_pair: int = 4,
@@ -87,39 +85,24 @@ def markdown(result: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("family")
-    parser.add_argument("runs", nargs="+")
-    parser.add_argument("--name", default=None)
-    args = parser.parse_args()
+    args = parse_args(__doc__.splitlines()[0])
 
-    from seqrl.bench.machine import git_commit, machine_info, write_result
     from seqrl.data.sources import load_source
     from seqrl.envs.relabel import RewardRelabeller, can_relabel
     from seqrl.envs.tasks import get_family
-    from seqrl.policy import Policy
 
-    torch.set_num_threads(1)
     family = get_family(args.family)
     if not can_relabel(family):
         sys.exit(f"error: {family.name}'s tasks differ in their dynamics; nothing to relabel")
     train, expert = load_source(args.family), load_source(args.family + "-expert")
     relabeller = RewardRelabeller(family, expert)
     runs = []
-    for run_dir in args.runs:
-        policy = Policy.load(run_dir)
-        if not policy.model.has_task_prompt:
-            sys.exit(f"error: {run_dir} is not a two-prompt CMT run (--set task_encoder=true)")
-        config = json.loads((Path(run_dir) / "config.json").read_text())
-        seed, length = int(config["run"]["seed"]), int(config["algo"]["fragment_len"])
+    for run_dir, policy, config, seed, length in two_prompt_runs(args.runs):
         runs.append({"run_dir": run_dir, "seed": seed,
                      "relabel_contexts": float(config["algo"].get("relabel_contexts", 0.0)),
                      **measure(policy, family, train, expert, relabeller, length, np.random.default_rng(seed))})
         print(json.dumps(runs[-1]), flush=True)
-    result = {"benchmark": "meta_task_confound", "family": args.family, "commit": git_commit(),
-              "machine": machine_info(), "command": "python " + " ".join(sys.argv), "runs": runs}
-    write_result(Path(__file__).parent / "results", args.name or f"meta-task-confound-{args.family}", result,
-                 markdown(result))
+    write("meta-task-confound", args, runs, markdown)
 
 
 if __name__ == "__main__":
