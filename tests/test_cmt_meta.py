@@ -347,3 +347,45 @@ def test_relabelled_task_contexts_carry_the_windows_task_rewards(point_data):
         MetaCMTRepresentation(MetaCMTConfig(**TINY, relabel_contexts=0.5), part, family)
     with pytest.raises(ConfigError, match="relabel_contexts"):
         MetaCMTRepresentation(MetaCMTConfig(**TINY, task_encoder=True, relabel_contexts=1.5), part, family)
+
+
+class ContextSpy:
+    """A policy that records the contexts and observations it is given (oracle spec)."""
+    spec = {"meta": {"task_oracle": True}}
+
+    def __init__(self):
+        self.contexts, self.seen = [], []
+
+    def reset(self, target_return=None, num_envs=1):
+        pass
+
+    def select(self, keep):
+        pass
+
+    def set_context(self, states, actions, rewards, mask, **_):
+        self.contexts.append(states.copy())
+
+    def act(self, obs, reward):
+        self.seen.append(obs.copy())
+        return np.zeros((len(obs), 2), np.float32)
+
+
+def test_task_oracle_cmt_sees_the_task_vector_in_observations_and_contexts(point_data):
+    from seqrl.errors import ConfigError
+
+    part, family = training_part(point_data)
+    algo = MetaCMTRepresentation(MetaCMTConfig(**TINY, task_encoder=True, task_oracle=True), part, family)
+    assert algo.model.obs_dim == part.obs_dim + 2
+    assert algo.policy_spec()["meta"]["task_oracle"] is True
+    assert torch.isfinite(algo.loss()[0])
+    with pytest.raises(ConfigError, match="task_oracle"):
+        MetaCMTRepresentation(MetaCMTConfig(**TINY, task_encoder=True, task_oracle=True,
+                                            relabel_contexts=0.5), part, family)
+    tasks = family.test_ids[:3]
+    goals = np.array([family.kwargs(t)["goal"] for t in tasks], np.float32)
+    spy = ContextSpy()
+    evaluate_meta(spy, family, tasks, rounds=2, mode="zero-shot", fragment_len=5, seed=0)
+    assert len(spy.contexts) == 1 and spy.contexts[0].shape == (3, 5, 4)   # round 2 reads round 1
+    for row, goal in enumerate(goals):
+        np.testing.assert_allclose(spy.contexts[0][row, :, 2:], np.tile(goal, (5, 1)))
+        np.testing.assert_allclose(spy.seen[0][row, 2:], goal)

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from seqrl.algos.cmt import CMTConfig, CMTImprovement, CMTRepresentation
-from seqrl.algos.meta import RankIndex, TaskIndex, best_per_task, meta_spec
+from seqrl.algos.meta import RankIndex, TaskIndex, best_per_task, meta_spec, with_task_vectors
 from seqrl.envs.relabel import RewardRelabeller
 from seqrl.errors import ConfigError
 from seqrl.models.cmt import info_nce
@@ -79,6 +79,9 @@ class MetaCMTConfig(CMTConfig):
     policy_from: str = "episode"
     """with task_encoder, where the policy prompt's fragment comes from: "episode" (the window's own, as
     single-task CMT) or "rank" (another training task's episode at the same within-task return rank)"""
+    task_oracle: bool = False
+    """a diagnostic, as oracle DT: every observation ends with the true task vector, so the generator
+    need not read the task from the prompt (an upper bound for what the task prompt could give)"""
 
 
 CONTEXT_FROM = ("task", "episode")
@@ -109,6 +112,8 @@ class _TaskContext:
             raise ConfigError(f"relabel_contexts must be in [0, 1], got {cfg.relabel_contexts}")
         if cfg.relabel_contexts > 0 and not cfg.task_encoder:
             raise ConfigError("relabel_contexts needs task_encoder=true (two prompts)")
+        if cfg.task_oracle and cfg.relabel_contexts > 0:
+            raise ConfigError("task_oracle and relabel_contexts do not go together")
 
     def _index_tasks(self) -> None:
         self.task_index = TaskIndex(self.dataset.episode_tasks)
@@ -203,7 +208,7 @@ class _TaskContext:
 
     def policy_spec(self) -> dict:
         spec = super().policy_spec()
-        spec["meta"] = meta_spec(self.family)
+        spec["meta"] = meta_spec(self.family, task_oracle=bool(self.config.task_oracle))
         return spec
 
 
@@ -214,6 +219,8 @@ class MetaCMTRepresentation(_TaskContext, CMTRepresentation):
     def __init__(self, config: MetaCMTConfig, dataset, family, seed: int = 0, device="cpu"):
         self.family = family
         self._check_meta_config(config)
+        if config.task_oracle:
+            dataset = with_task_vectors(dataset, family)
         super().__init__(config, dataset, seed, device)
         self._index_tasks()
 
@@ -256,5 +263,7 @@ class MetaCMTImprovement(_TaskContext, CMTImprovement):
                  pretrained: dict | None = None):
         self.family = family
         self._check_meta_config(config)
+        if config.task_oracle:
+            dataset = with_task_vectors(dataset, family)
         super().__init__(config, dataset, seed, device, pretrained=pretrained)
         self._index_tasks()

@@ -100,6 +100,9 @@ def evaluate_meta(policy, family, task_ids, rounds: int = 3, mode: str = "zero-s
                          for p in picks]
                 states, actions, rewards, mask, rtg, steps = (np.stack([f[i] for f in frags])
                                                               for i in range(6))
+                if oracle:  # the context's observations end with the task vector too
+                    tiled = np.broadcast_to(task_vectors[:, None], (*states.shape[:2], task_vectors.shape[1]))
+                    states = np.concatenate([states, tiled], axis=2).astype(np.float32)
                 policy.set_context(states, actions, rewards, mask, returns_to_go=rtg, timesteps=steps)
             record = [{"observations": [], "actions": [], "rewards": []} for _ in range(n)]
             running = np.arange(n)
