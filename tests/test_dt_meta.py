@@ -191,7 +191,10 @@ def test_tiny_baseline_runs_and_meta_eval_cli(point_policies, tmp_path, capsys):
             (["eval", str(tmp_path / "dt0"), "--mode", "few-shot"], "needs --context"),
             (["train", "bc", "--dataset", "point-robot", "--steps", "2"], "multi-task (meta-RL) dataset"),
             (["train", "dt", "--dataset", "point-robot", "--steps", "2", "--set", "bogus=1"],
-             "unknown setting 'bogus'")):
+             "unknown setting 'bogus'"),
+            (["train", "dt", "--dataset", "point-robot", "--steps", "2", "--eval-workers", "2"],
+             "--eval-workers is for single-task datasets"),
+            (["eval", str(tmp_path / "dt0"), "--workers", "2"], "--workers is for single-task runs")):
         assert main(argv) != 0
         err = capsys.readouterr().err
         assert err.startswith("error: ") and message in err and err.count("\n") == 1

@@ -144,6 +144,19 @@ def test_cli_train_then_eval(hopper_file, tmp_path, capsys):
     assert code == 0 and stdout.count("eval target") == 2
     code, _, err = _cli(["eval", str(out), "--prompt-source", "history"], capsys)
     assert code == 2 and err == "error: --prompt-source is for single-task CMT runs\n"
+    code, stdout, err = _cli(["eval", str(out), "--episodes", "3", "--workers", "2", "--json"], capsys)
+    assert code == 0, err
+    shared = json.loads(stdout)
+    assert shared["workers"] == 2 and len(shared["returns"]) == 3
+
+
+def test_training_evaluates_with_worker_processes(hopper_file, tmp_path):
+    summary = train("dt", hopper_file, steps=4, out=tmp_path / "w", eval_every=2, eval_episodes=3,
+                    eval_workers=2, overrides=TINY, progress=False)
+    assert summary["eval"]["workers"] == 2 and len(summary["eval"]["returns"]) == 3
+    assert json.loads((tmp_path / "w" / "config.json").read_text())["run"]["eval_workers"] == 2
+    with pytest.raises(ConfigError, match="eval-workers must be positive"):
+        train("dt", hopper_file, steps=4, out=tmp_path / "w0", eval_workers=0, overrides=TINY)
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -213,6 +226,8 @@ def test_bench_quality_and_eval_small(hopper_file, tmp_path, capsys):
     assert ev["speedup_vs_sequential"] > 0 and (tmp_path / "eval.json").exists()
     assert ev["raw_env_step_us"] > 0 and ev["raw_env_step_random_actions_us"] > 0
     assert ev["runs"]["seqrl_bf16"]["precision"] == "bf16" and ev["seqrl_bf16_env_step_us"] > 0
+    assert ev["workers"] >= 2 and ev["runs"]["seqrl_workers"]["env_steps"] == 2000
+    assert ev["raw_env_step_workers_us"] > 0 and ev["seqrl_workers_vs_raw_step"] > 0
 
 
 class FakeWandb:

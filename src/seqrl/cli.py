@@ -167,7 +167,7 @@ def cmd_train(args) -> int:
                     target_returns=args.target_return, overrides=args.set or [], resume=args.resume,
                     progress=not args.no_progress, device=args.device, log_every=args.log_every,
                     checkpoint_every=args.checkpoint_every, stage=args.stage, from_dir=args.from_dir,
-                    wandb_project=args.wandb)
+                    wandb_project=args.wandb, eval_workers=args.eval_workers)
     run_dir = os.path.dirname(os.path.dirname(summary["checkpoint"]))
     stage = f" ({summary['stage']} stage)" if summary.get("stage") else ""
     print(f"run directory: {run_dir}{stage} ({summary['steps']} updates, "
@@ -216,6 +216,8 @@ def cmd_eval(args) -> int:
     policy = Policy.load(args.run, **overrides)
     if args.prompt_source is not None and (policy.spec.get("model_class") != "CMT" or policy.spec.get("meta")):
         raise SeqrlError("--prompt-source is for single-task CMT runs")
+    if policy.spec.get("meta") and args.workers > 1:
+        raise SeqrlError("--workers is for single-task runs (meta-RL evaluation runs in one process)")
     if policy.spec.get("meta") and args.video is not None:
         raise SeqrlError("--video is for single-task runs (meta-RL evaluations run many tasks)")
     if policy.spec.get("meta"):  # meta-RL: held-out tasks, context by protocol (seqrl.eval.meta)
@@ -243,7 +245,8 @@ def cmd_eval(args) -> int:
     if not getattr(policy.model, "condition_on_returns", False):
         targets = []
     evals = evaluate_targets(policy, env_id, args.episodes, targets, seed=args.seed,
-                             reference=tuple(ref) if ref else None, video=args.video)
+                             reference=tuple(ref) if ref else None, video=args.video,
+                             workers=args.workers)
     if args.video is not None and evals[0].get("video_failure"):
         print(f"warning: no video: {evals[0]['video_failure']}", file=sys.stderr)
     if args.json:
@@ -257,7 +260,7 @@ def cmd_bench_eval(args) -> int:
     from seqrl.bench.eval_bench import run_eval_bench
 
     run_eval_bench(episodes=args.episodes, sequential_steps=args.sequential_steps, seed=args.seed,
-                   out_dir=args.out, command=" ".join(["seqrl"] + sys.argv[1:]))
+                   out_dir=args.out, command=" ".join(["seqrl"] + sys.argv[1:]), workers=args.workers)
     return 0
 
 
@@ -280,7 +283,8 @@ def cmd_bench_quality(args) -> int:
             raise UsageError(f"--set expects ALGO:key=value, got '{item}'")
         overrides.setdefault(algo, []).append(setting)
     run_quality(args.algos, args.datasets, args.seeds, steps=args.steps, eval_every=args.eval_every,
-                eval_episodes=args.eval_episodes, overrides=overrides, runs=args.runs,
+                eval_episodes=args.eval_episodes, eval_workers=args.eval_workers,
+                overrides=overrides, runs=args.runs,
                 score_threshold=args.score_threshold, out_dir=args.out, name=args.name,
                 command=" ".join(["seqrl"] + sys.argv[1:]), progress=not args.no_progress)
     return 0
@@ -442,6 +446,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="evaluate every N updates and at the end (0: only at the end)")
     train.add_argument("--eval-episodes", type=int, default=10, metavar="N",
                        help="episodes per evaluation, run in parallel (0: no evaluation)")
+    train.add_argument("--eval-workers", type=_positive_int, default=1, metavar="W",
+                       help="processes the evaluation episodes are shared out to (e.g. the number of "
+                            "cores; single-task datasets)")
     train.add_argument("--target-return", type=float, nargs="+", default=None, metavar="R",
                        help="target returns for evaluation (default: the papers' for the env)")
     train.add_argument("--set", action="append", metavar="KEY=VALUE",
@@ -467,6 +474,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev = commands.add_parser("eval", help="evaluate a trained policy from its run directory or checkpoint")
     ev.add_argument("run", metavar="RUN_DIR_OR_CKPT", help="run directory or checkpoint file")
     ev.add_argument("--episodes", type=_positive_int, default=10, help="episodes, run in parallel")
+    ev.add_argument("--workers", type=_positive_int, default=1, metavar="W",
+                    help="processes the episodes are shared out to (e.g. the number of cores; "
+                         "single-task runs)")
     ev.add_argument("--target-return", type=float, nargs="+", default=None, metavar="R",
                     help="target returns (default: the one the run evaluated with)")
     ev.add_argument("--env", help="environment (default: the one the run was trained for)")
@@ -506,6 +516,8 @@ def build_parser() -> argparse.ArgumentParser:
     beval.add_argument("--sequential-steps", type=_positive_int, default=1000,
                        help="steps of the sequential full-context peer")
     beval.add_argument("--seed", type=int, default=0, help="seed")
+    beval.add_argument("--workers", type=_positive_int, default=None, metavar="W",
+                       help="processes of the worker-process row (default: the cores allowed, at least 2)")
     beval.add_argument("--out", default="benchmarks/results", help="folder for eval.json and eval.md")
     beval.set_defaults(func=cmd_bench_eval)
 
@@ -531,6 +543,8 @@ def build_parser() -> argparse.ArgumentParser:
     bq.add_argument("--steps", type=_positive_int, default=100_000, help="updates per run (the budget)")
     bq.add_argument("--eval-every", type=int, default=10_000, help="updates between evaluations")
     bq.add_argument("--eval-episodes", type=_positive_int, default=10, help="episodes per evaluation")
+    bq.add_argument("--eval-workers", type=_positive_int, default=1, metavar="W",
+                    help="processes each evaluation's episodes are shared out to")
     bq.add_argument("--set", action="append", metavar="ALGO:KEY=VALUE", help="a setting for one algorithm")
     bq.add_argument("--runs", default="runs/quality", help="folder of the run directories")
     bq.add_argument("--score-threshold", type=float, default=50.0, help="score for the time-to-score column")

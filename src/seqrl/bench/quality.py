@@ -48,7 +48,8 @@ def train_or_reuse(run_dir: Path, algo: str, dataset: str, steps: int, **train_k
 
 
 def run_quality(algos, datasets, seeds, steps: int, eval_every: int, eval_episodes: int,
-                overrides: dict[str, list[str]], runs: str = "runs/quality", score_threshold: float = 50.0,
+                overrides: dict[str, list[str]], eval_workers: int = 1, runs: str = "runs/quality",
+                score_threshold: float = 50.0,
                 out_dir: str | None = "benchmarks/results", name: str = "quality", command: str = "",
                 progress: bool = True) -> dict:
     from seqrl.algos.cmt import improvement_only
@@ -69,7 +70,8 @@ def run_quality(algos, datasets, seeds, steps: int, eval_every: int, eval_episod
                     kwargs = dict(stage="improvement", from_dir=Path(runs) / f"cmt-{dataset}-s{seed}")
                 summary = train_or_reuse(run_dir, algo, dataset, steps=steps, seed=seed,
                                          eval_every=eval_every, eval_episodes=eval_episodes,
-                                         overrides=settings, progress=progress, **kwargs)
+                                         eval_workers=eval_workers, overrides=settings,
+                                         progress=progress, **kwargs)
                 per_seed.append(_seed_row(summary["eval"], summary, seed, settings, run_dir,
                                           score_threshold))
                 if summary.get("eval_without_prompt_tuning"):
@@ -87,7 +89,8 @@ def run_quality(algos, datasets, seeds, steps: int, eval_every: int, eval_episod
                       f"{list(seeds)}", flush=True)
     result = {"benchmark": name, "command": command, "commit": git_commit(), "machine": machine_info(),
               "budget_updates": steps, "eval_every": eval_every, "eval_episodes": eval_episodes,
-              "seeds": list(seeds), "score_threshold": score_threshold, "rows": rows}
+              "eval_workers": eval_workers, "seeds": list(seeds), "score_threshold": score_threshold,
+              "rows": rows}
     if out_dir:
         write_result(out_dir, name, result, _markdown(result))
     print(_markdown(result))

@@ -20,12 +20,13 @@ def train(algo: str, dataset: str, env: str | None = None, steps: int = 100_000,
           target_returns=None, overrides=(), resume: bool = False, progress: bool = True,
           device: str = "cpu", log_every: int = 100, checkpoint_every: int = 5_000,
           stage: str | None = None, from_dir: str | Path | None = None,
-          wandb_project: str | None = None) -> dict:
+          wandb_project: str | None = None, eval_workers: int = 1) -> dict:
     """Train ``algo`` ("dt", "bc", "cmt", ...) on ``dataset`` (a SOURCE, see seqrl.data.sources) and
     return the summary also written to ``<out>/summary.json``. ``overrides`` are ``key=value`` settings
     of the algorithm's config (``--set``). For CMT, ``stage`` ("representation" or "improvement") runs
     one stage; the improvement stage starts from the representation stage in ``from_dir`` (default:
-    ``out``). ``wandb_project`` also logs the metrics to Weights & Biases."""
+    ``out``). ``wandb_project`` also logs the metrics to Weights & Biases. ``eval_workers`` shares each
+    evaluation's episodes out to that many processes (single-task datasets)."""
     from seqrl.algos import get_algorithm
     from seqrl.algos.base import apply_overrides
     from seqrl.data.sources import load_source, reference_for
@@ -44,8 +45,13 @@ def train(algo: str, dataset: str, env: str | None = None, steps: int = 100_000,
         raise ConfigError(f"--steps must be positive, got {steps}")
     if wandb_project is not None:
         require_wandb()
+    if eval_workers < 1:
+        raise ConfigError(f"--eval-workers must be positive, got {eval_workers}")
     data = load_source(dataset, env=env, make_missing=True)  # the loaders reject NaN/inf
     multi_task = data.episode_tasks is not None
+    if multi_task and eval_workers > 1:
+        raise ConfigError("--eval-workers is for single-task datasets (meta-RL evaluation runs in one "
+                          "process)")
     if multi_task and algo not in META_ALGOS:
         raise ConfigError(f"'{dataset}' is a multi-task (meta-RL) dataset: train one of "
                           f"{', '.join(META_ALGOS)} on it")
@@ -80,7 +86,8 @@ def train(algo: str, dataset: str, env: str | None = None, steps: int = 100_000,
     run = RunConfig(algo=algo, dataset=dataset, env_id=env_id, steps=steps, seed=seed,
                     eval_every=eval_every, eval_episodes=eval_episodes, target_returns=targets,
                     reference_returns=list(ref) if ref else None, log_every=log_every,
-                    checkpoint_every=checkpoint_every, device=device, wandb_project=wandb_project)
+                    checkpoint_every=checkpoint_every, device=device, wandb_project=wandb_project,
+                    eval_workers=eval_workers)
     if out is None:
         out = from_dir if (stage == "improvement" and from_dir is not None) else \
             default_run_dir(algo, dataset, seed)

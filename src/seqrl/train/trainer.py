@@ -47,6 +47,8 @@ class RunConfig:
     """evaluate every this many updates (and always at the end); 0: only at the end"""
     eval_episodes: int = 10
     """episodes per evaluation, run in parallel (0: no evaluation)"""
+    eval_workers: int = 1
+    """processes the evaluation episodes are shared out to (seqrl.eval.evaluator; single-task runs)"""
     target_returns: list = field(default_factory=list)
     """returns the policy is conditioned on at evaluation (first one goes into summary.json's eval)"""
     reference_returns: list | None = None
@@ -65,6 +67,8 @@ class RunConfig:
             raise ConfigError(f"steps must be positive, got {self.steps}")
         if self.eval_episodes < 0:
             raise ConfigError(f"eval_episodes must be >= 0, got {self.eval_episodes}")
+        if self.eval_workers < 1:
+            raise ConfigError(f"eval_workers must be positive, got {self.eval_workers}")
 
 
 def require_wandb() -> None:
@@ -199,7 +203,8 @@ class Trainer:
                 return own
             ref = self.run.reference_returns
             return evaluate_targets(policy, self.run.env_id, self.run.eval_episodes, self.targets,
-                                    seed=self.run.seed + 1_000_000, reference=tuple(ref) if ref else None)
+                                    seed=self.run.seed + 1_000_000, reference=tuple(ref) if ref else None,
+                                    workers=self.run.eval_workers)
         finally:
             self.model.train()
 
