@@ -20,6 +20,7 @@ needs the usual ``if __name__ == "__main__":`` guard.
 
 from __future__ import annotations
 
+import atexit
 import time
 
 import numpy as np
@@ -91,9 +92,18 @@ def _pool(size: int):
 
     pool = _POOLS.get(size)
     if pool is None:
+        if not _POOLS:
+            atexit.register(shutdown_workers)
         pool = _POOLS[size] = ProcessPoolExecutor(max_workers=size,
                                                   mp_context=multiprocessing.get_context("spawn"))
     return pool
+
+
+def shutdown_workers() -> None:
+    """Stop the worker processes kept by ``evaluate(..., workers=W)`` (also done at exit)."""
+    while _POOLS:
+        _, pool = _POOLS.popitem()
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _imported(seconds: float) -> int:
