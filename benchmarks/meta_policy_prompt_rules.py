@@ -1,0 +1,104 @@
+"""Meta-test of a two-prompt meta-RL CMT run (``task_encoder=true``) with other policy prompts z.
+
+    python benchmarks/meta_policy_prompt_rules.py RUN_DIR MODE SEED [EVAL_MODE [CONTEXT [KEY=VALUE ...]]]
+
+Prints one JSON line: the held-out return of ``seqrl eval RUN_DIR --mode EVAL_MODE [--context CONTEXT]
+--episodes 3 --seed 1000000+SEED`` (zero-shot, few-shot or none) with the policy prompt chosen by MODE
+(the task prompt t is untouched: from the context, else the history or the stored one). KEY=VALUE
+entries change the loaded policy's spec (e.g. prompt_source=stored). The library is the run's own:
+4 evenly spaced fragments of each training task's best episodes (``prompt_top_fraction``), as
+``prepare_policy`` builds the stored prompt (``stored_vs_library_mean`` checks it: 0 when equal).
+docs/meta.md ("Which policy prompt") has the ant-dir results.
+
+MODE:
+  stored     as trained (mean of the best episodes' policy prompts)
+  context    policy prompt read from the context (own earlier episode)
+  medoid     medoid of the best episodes' policy prompts, stored and kept after a context arrives
+  library    policy prompt of the training fragment (best episodes) whose task prompt is nearest the
+             context's task prompt; medoid before any context
+"""
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from seqrl.algos.meta import best_per_task
+from seqrl.data.sources import load_source
+from seqrl.envs.tasks import get_family
+from seqrl.eval.meta import evaluate_meta_policy
+from seqrl.policy import Policy
+
+
+def library(policy, fraction: float, per_episode: int = 4):
+    """(z, t) of ``per_episode`` evenly spaced fragments of each training task's best episodes."""
+    m = policy.model
+    ds = load_source(policy.spec["dataset"])
+    train = get_family(policy.spec["meta"]["family"]).train_ids
+    ds = ds.filter(np.isin(ds.episode_tasks, train))
+    best = np.flatnonzero(best_per_task(ds, fraction))
+    L = int(policy.spec["model_kwargs"].get("fragment_len", 20))
+    S, A, R = [], [], []
+    for e in best:
+        ep = ds.episode(int(e))
+        n = len(ep["rewards"])
+        for p in range(per_episode):
+            s = int((max(n - L, 0)) * p / max(per_episode - 1, 1))
+            S.append(ep["observations"][s:s + L]); A.append(ep["actions"][s:s + L]); R.append(ep["rewards"][s:s + L])
+    states = (torch.as_tensor(np.stack(S), dtype=torch.float32) - policy.obs_mean) / policy.obs_std
+    actions = torch.as_tensor(np.stack(A), dtype=torch.float32)
+    rewards = m.normalize_reward(torch.as_tensor(np.stack(R), dtype=torch.float32))
+    mask = torch.ones(states.shape[:2], dtype=torch.bool)
+    with torch.no_grad():
+        z = m.encode(states, actions, rewards, mask)
+        t = m.encode_task(states, actions, rewards, mask)
+    return z, t
+
+
+def patch(policy, mode, z_lib, t_lib):
+    """Make ``policy`` use the policy prompt of ``mode`` (see the module docstring)."""
+    m = policy.model
+    mean = z_lib.mean(0)
+    medoid = z_lib[((z_lib - mean) ** 2).flatten(1).sum(1).argmin()]
+    if mode in ("medoid", "library"):
+        with torch.no_grad():
+            m.stored_prompt.copy_(medoid)
+    original = policy.set_context
+
+    def set_context(*a, **k):
+        original(*a, **k)
+        if mode == "medoid":
+            policy._context_policy_z = medoid.expand(policy.num_envs, -1, -1).clone()
+        elif mode == "library":
+            p = m.prompt_len
+            q = policy._context_z[:, :p].flatten(1)
+            keys = t_lib[:, :p].flatten(1)
+            q = q / q.norm(dim=1, keepdim=True); keys = keys / keys.norm(dim=1, keepdim=True)
+            nearest = (q @ keys.T).argmax(1)
+            policy._context_policy_z = z_lib[nearest].clone()
+    policy.set_context = set_context
+
+
+def main():
+    run, mode, seed = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    evmode = sys.argv[4] if len(sys.argv) > 4 else "zero-shot"
+    context = (sys.argv[5] or None) if len(sys.argv) > 5 else None
+    extra = dict(a.split("=") for a in sys.argv[6:])
+    spec = {"policy_prompt": "context"} if mode != "stored" else {}
+    spec.update(extra)
+    cfg = next(p for p in (Path(run) / "config.json", Path(run) / "representation" / "config.json")
+               if p.exists())
+    fraction = json.loads(cfg.read_text())["algo"]["prompt_top_fraction"]
+    policy = Policy.load(run, **spec)
+    z_lib, t_lib = library(policy, fraction)
+    gap = float((policy.model.stored_prompt - z_lib.mean(0)).abs().max())
+    patch(policy, mode, z_lib, t_lib)
+    ev = evaluate_meta_policy(policy, mode=evmode, rounds=3, context=context, seed=1_000_000 + seed)
+    print(json.dumps({"run": run, "mode": mode, "eval": evmode, "context": context, "extra": extra,
+                      "return_mean": ev["return_mean"], "curve": ev["curve"],
+                      "per_task": [t["return_mean"] for t in ev["per_task"]], "seconds": ev["seconds"], "stored_vs_library_mean": gap, "library": len(z_lib)}))
+
+
+if __name__ == "__main__":
+    main()
