@@ -21,55 +21,39 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from seqrl.algos.meta import best_per_task
-from seqrl.data.sources import load_source
-from seqrl.envs.tasks import get_family
-from seqrl.eval.meta import evaluate_meta_policy
-from seqrl.policy import Policy
+sys.path.insert(0, str(Path(__file__).parent))
+from meta_prompts import best_fragment_prompts, medoid  # noqa: E402
+
+from seqrl.data.sources import load_source  # noqa: E402
+from seqrl.envs.tasks import get_family  # noqa: E402
+from seqrl.eval.meta import evaluate_meta_policy  # noqa: E402
+from seqrl.policy import Policy  # noqa: E402
 
 
-def library(policy, fraction: float, per_episode: int = 4):
-    """(z, t) of ``per_episode`` evenly spaced fragments of each training task's best episodes."""
-    m = policy.model
-    ds = load_source(policy.spec["dataset"])
-    train = get_family(policy.spec["meta"]["family"]).train_ids
-    ds = ds.filter(np.isin(ds.episode_tasks, train))
-    best = np.flatnonzero(best_per_task(ds, fraction))
-    L = int(policy.spec["model_kwargs"].get("fragment_len", 20))
-    S, A, R = [], [], []
-    for e in best:
-        ep = ds.episode(int(e))
-        n = len(ep["rewards"])
-        for p in range(per_episode):
-            s = int((max(n - L, 0)) * p / max(per_episode - 1, 1))
-            S.append(ep["observations"][s:s + L]); A.append(ep["actions"][s:s + L]); R.append(ep["rewards"][s:s + L])
-    states = (torch.as_tensor(np.stack(S), dtype=torch.float32) - policy.obs_mean) / policy.obs_std
-    actions = torch.as_tensor(np.stack(A), dtype=torch.float32)
-    rewards = m.normalize_reward(torch.as_tensor(np.stack(R), dtype=torch.float32))
-    mask = torch.ones(states.shape[:2], dtype=torch.bool)
-    with torch.no_grad():
-        z = m.encode(states, actions, rewards, mask)
-        t = m.encode_task(states, actions, rewards, mask)
-    return z, t
+def library(policy, fraction: float):
+    """(z, t): policy and task prompts of the fragments whose mean is the stored policy prompt."""
+    m, family = policy.model, get_family(policy.spec["meta"]["family"])
+    dataset = load_source(policy.spec["dataset"])
+    length = int(policy.spec["model_kwargs"].get("fragment_len", 20))
+    return tuple(best_fragment_prompts(encode, policy, family, dataset, length, fraction)
+                 for encode in (m.encode, m.encode_task))
 
 
 def patch(policy, mode, z_lib, t_lib):
     """Make ``policy`` use the policy prompt of ``mode`` (see the module docstring)."""
     m = policy.model
-    mean = z_lib.mean(0)
-    medoid = z_lib[((z_lib - mean) ** 2).flatten(1).sum(1).argmin()]
+    centre = medoid(z_lib)
     if mode in ("medoid", "library"):
         with torch.no_grad():
-            m.stored_prompt.copy_(medoid)
+            m.stored_prompt.copy_(centre)
     original = policy.set_context
 
     def set_context(*a, **k):
         original(*a, **k)
         if mode == "medoid":
-            policy._context_policy_z = medoid.expand(policy.num_envs, -1, -1).clone()
+            policy._context_policy_z = centre.expand(policy.num_envs, -1, -1).clone()
         elif mode == "library":
             p = m.prompt_len
             q = policy._context_z[:, :p].flatten(1)
@@ -97,7 +81,8 @@ def main():
     ev = evaluate_meta_policy(policy, mode=evmode, rounds=3, context=context, seed=1_000_000 + seed)
     print(json.dumps({"run": run, "mode": mode, "eval": evmode, "context": context, "extra": extra,
                       "return_mean": ev["return_mean"], "curve": ev["curve"],
-                      "per_task": [t["return_mean"] for t in ev["per_task"]], "seconds": ev["seconds"], "stored_vs_library_mean": gap, "library": len(z_lib)}))
+                      "per_task": [t["return_mean"] for t in ev["per_task"]], "seconds": ev["seconds"],
+                      "stored_vs_library_mean": gap, "library": len(z_lib)}))
 
 
 if __name__ == "__main__":

@@ -129,24 +129,35 @@ def action_sensitivity(policy, family, train, expert, length: int, rng, per_task
     return out
 
 
-def stored_prompt_choice(policy, family, train, expert, length: int, seed: int, top_fraction: float) -> dict:
+def best_fragment_prompts(encode, policy, family, dataset, length: int, top_fraction: float) -> torch.Tensor:
+    """(N, P, D) encode() of 4 evenly spaced fragments of each of the training tasks' best episodes:
+    the prompts whose mean prepare_policy stores."""
     from seqrl.algos.meta import best_per_task
+
+    keep = best_per_task(dataset, top_fraction) & np.isin(dataset.episode_tasks, list(family.train_ids))
+    prompts = []
+    for e in np.flatnonzero(keep):
+        ep = dataset.episode(int(e))
+        room = max(len(ep["rewards"]) - length, 0)
+        prompts += [fragment_prompt(encode, policy, ep, int(room * p), length) for p in np.linspace(0, 1, 4)]
+    return torch.stack(prompts)
+
+
+def medoid(prompts: torch.Tensor) -> torch.Tensor:
+    """The prompt of (N, P, D) ``prompts`` nearest their mean (stored_prompt_rule=medoid)."""
+    return prompts[((prompts - prompts.mean(0)) ** 2).sum((1, 2)).argmin()]
+
+
+def stored_prompt_choice(policy, family, train, expert, length: int, seed: int, top_fraction: float) -> dict:
     from seqrl.eval.meta import evaluate_meta
 
     m = policy.model
-    keep = best_per_task(train, top_fraction) & np.isin(train.episode_tasks, list(family.train_ids))
-    prompts = []
-    for e in np.flatnonzero(keep):       # 4 evenly spaced fragments per episode, as prepare_policy
-        ep = train.episode(int(e))
-        room = max(len(ep["rewards"]) - length, 0)
-        prompts += [fragment_prompt(m.encode, policy, ep, int(room * p), length) for p in np.linspace(0, 1, 4)]
-    prompts = torch.stack(prompts)
-    mean = prompts.mean(0)
-    medoid = prompts[((prompts - mean) ** 2).sum((1, 2)).argmin()]
+    prompts = best_fragment_prompts(m.encode, policy, family, train, length, top_fraction)
+    mean, medoid_prompt = prompts.mean(0), medoid(prompts)
     original = m.stored_prompt.clone()
     train_tasks = sorted(np.random.default_rng(0).choice(sorted(family.train_ids), 10, replace=False).tolist())
     out = {"stored_equals_mean": float((original - mean).norm())}
-    for name, z in (("mean", mean), ("medoid", medoid)):
+    for name, z in (("mean", mean), ("medoid", medoid_prompt)):
         m.stored_prompt.copy_(z)
         ep_seed = seed + 1_000_000
         out[name] = {
