@@ -1,6 +1,8 @@
 """Meta-test of a two-prompt meta-RL CMT run (``task_encoder=true``) with other policy prompts z.
 
     python benchmarks/meta_policy_prompt_rules.py RUN_DIR MODE SEED [EVAL_MODE [CONTEXT [KEY=VALUE ...]]]
+    python benchmarks/meta_policy_prompt_rules.py sweep RUN_DIR SEED >> RESULTS.jsonl
+    python benchmarks/meta_policy_prompt_rules.py table RESULTS.jsonl [RESULTS.jsonl ...]
 
 Prints one JSON line: the held-out return of ``seqrl eval RUN_DIR --mode EVAL_MODE [--context CONTEXT]
 --episodes 3 --seed 1000000+SEED`` (zero-shot, few-shot or none) with the policy prompt chosen by MODE
@@ -8,6 +10,10 @@ Prints one JSON line: the held-out return of ``seqrl eval RUN_DIR --mode EVAL_MO
 entries change the loaded policy's spec (e.g. prompt_source=stored). The library is the run's own:
 4 evenly spaced fragments of each training task's best episodes (``prompt_top_fraction``), as
 ``prepare_policy`` builds the stored prompt (``stored_vs_library_mean`` checks it: 0 when equal).
+``sweep`` prints the 17 lines of the docs' table for one run: each MODE in zero-shot, few-shot with
+the family's -expert and -medium data as context, and without context, then ``medoid`` zero-shot with
+prompt_source=stored (the first episode does not read its own history). ``table`` prints that table
+as Markdown: mean +- std over the runs, each run's value, and the zero-shot adaptation curve.
 docs/meta.md ("Which policy prompt") has the ant-dir results.
 
 MODE:
@@ -21,6 +27,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -64,11 +71,9 @@ def patch(policy, mode, z_lib, t_lib):
     policy.set_context = set_context
 
 
-def main():
-    run, mode, seed = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    evmode = sys.argv[4] if len(sys.argv) > 4 else "zero-shot"
-    context = (sys.argv[5] or None) if len(sys.argv) > 5 else None
-    extra = dict(a.split("=") for a in sys.argv[6:])
+def measure(run: str, mode: str, seed: int, evmode: str = "zero-shot", context: str | None = None,
+            extra: dict | None = None) -> dict:
+    extra = extra or {}
     spec = {"policy_prompt": "context"} if mode != "stored" else {}
     spec.update(extra)
     cfg = next(p for p in (Path(run) / "config.json", Path(run) / "representation" / "config.json")
@@ -79,10 +84,61 @@ def main():
     gap = float((policy.model.stored_prompt - z_lib.mean(0)).abs().max())
     patch(policy, mode, z_lib, t_lib)
     ev = evaluate_meta_policy(policy, mode=evmode, rounds=3, context=context, seed=1_000_000 + seed)
-    print(json.dumps({"run": run, "mode": mode, "eval": evmode, "context": context, "extra": extra,
-                      "return_mean": ev["return_mean"], "curve": ev["curve"],
-                      "per_task": [t["return_mean"] for t in ev["per_task"]], "seconds": ev["seconds"],
-                      "stored_vs_library_mean": gap, "library": len(z_lib)}))
+    return {"run": run, "mode": mode, "eval": evmode, "context": context, "extra": extra,
+            "return_mean": ev["return_mean"], "curve": ev["curve"],
+            "per_task": [t["return_mean"] for t in ev["per_task"]], "seconds": ev["seconds"],
+            "stored_vs_library_mean": gap, "library": len(z_lib)}
+
+
+MODES = ("stored", "context", "medoid", "library")
+
+
+def sweep(run: str, seed: int):
+    family = Policy.load(run).spec["meta"]["family"]
+    for mode in MODES:
+        for evmode, context in (("zero-shot", None), ("few-shot", f"{family}-expert"),
+                                ("few-shot", f"{family}-medium"), ("none", None)):
+            print(json.dumps(measure(run, mode, seed, evmode, context)), flush=True)
+    print(json.dumps(measure(run, "medoid", seed, "zero-shot", None, {"prompt_source": "stored"})),
+          flush=True)
+
+
+def table(paths: list[str]) -> str:
+    rows = [json.loads(line) for p in paths for line in Path(p).read_text().splitlines() if line]
+    runs = list(dict.fromkeys(r["run"] for r in rows))
+    cols = (("zero-shot", None), ("few-shot", "-medium"), ("few-shot", "-expert"), ("none", None))
+
+    def cell(mode, evmode, suffix, extra):
+        hits = {r["run"]: r for r in rows if r["mode"] == mode and r["eval"] == evmode
+                and r["extra"] == extra and (suffix is None or (r["context"] or "").endswith(suffix))}
+        if len(hits) != len(runs):
+            return ""
+        values = np.array([hits[run]["return_mean"] for run in runs])
+        text = (f"{values.mean():.1f} +- {values.std():.1f} (" + ", ".join(f"{v:.1f}" for v in values)
+                + ")")
+        if evmode == "zero-shot":
+            curve = np.mean([hits[run]["curve"] for run in runs], axis=0)
+            text += "; episodes " + ", ".join(f"{c:.0f}" for c in curve)
+        return text
+
+    head = (f"| policy prompt ({len(runs)} runs: mean +- std (per run)) | zero-shot | few-shot medium"
+            " | few-shot expert | no context |\n|---|---|---|---|---|\n")
+    lines = [f"| `{m}` | " + " | ".join(cell(m, e, c, {}) for e, c in cols) + " |" for m in MODES]
+    lines.append("| `medoid`, `prompt_source=stored` | "
+                 + cell("medoid", "zero-shot", None, {"prompt_source": "stored"}) + " | | | |")
+    return head + "\n".join(lines) + "\n\nRuns: " + ", ".join(runs) + "\n"
+
+
+def main():
+    if sys.argv[1] == "sweep":
+        return sweep(sys.argv[2], int(sys.argv[3]))
+    if sys.argv[1] == "table":
+        return print(table(sys.argv[2:]), end="")
+    run, mode, seed = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    evmode = sys.argv[4] if len(sys.argv) > 4 else "zero-shot"
+    context = (sys.argv[5] or None) if len(sys.argv) > 5 else None
+    extra = dict(a.split("=") for a in sys.argv[6:])
+    print(json.dumps(measure(run, mode, seed, evmode, context, extra)))
 
 
 if __name__ == "__main__":
