@@ -33,6 +33,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from meta_prompts import best_fragment_prompts, medoid  # noqa: E402
 
+from seqrl.bench.machine import git_commit, machine_info  # noqa: E402
 from seqrl.data.sources import load_source  # noqa: E402
 from seqrl.envs.tasks import get_family  # noqa: E402
 from seqrl.eval.meta import evaluate_meta_policy  # noqa: E402
@@ -87,7 +88,8 @@ def measure(run: str, mode: str, seed: int, evmode: str = "zero-shot", context: 
     return {"run": run, "mode": mode, "eval": evmode, "context": context, "extra": extra,
             "return_mean": ev["return_mean"], "curve": ev["curve"],
             "per_task": [t["return_mean"] for t in ev["per_task"]], "seconds": ev["seconds"],
-            "stored_vs_library_mean": gap, "library": len(z_lib)}
+            "stored_vs_library_mean": gap, "library": len(z_lib), "commit": git_commit(),
+            "machine": machine_info()["cpu"], "torch_threads": torch.get_num_threads()}
 
 
 MODES = ("stored", "context", "medoid", "library")
