@@ -35,9 +35,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from meta_prompts import best_fragment_prompts, fragment_prompt, medoid  # noqa: E402
+from meta_prompts import best_fragment_prompts, best_fragments, fragment_prompt, medoid  # noqa: E402
 
-from seqrl.algos.meta import best_per_task  # noqa: E402
 from seqrl.bench.machine import git_commit, machine_info  # noqa: E402
 from seqrl.data.sources import load_source  # noqa: E402
 from seqrl.envs.tasks import get_family  # noqa: E402
@@ -47,17 +46,13 @@ from seqrl.policy import Policy  # noqa: E402
 
 def task_library(policy, family, dataset, length: int, fraction: float):
     """Per training task: (medoid policy prompt, medoid task prompt) of its best episodes' fragments
-    (4 evenly spaced per episode, as the stored prompt is built)."""
+    (``best_fragments``, as the stored prompt is built)."""
     m = policy.model
-    keep = best_per_task(dataset, fraction) & np.isin(dataset.episode_tasks, list(family.train_ids))
     by_task: dict[int, tuple[list, list]] = {}
-    for e in np.flatnonzero(keep):
-        ep = dataset.episode(int(e))
-        room = max(len(ep["rewards"]) - length, 0)
-        z, t = by_task.setdefault(int(dataset.episode_tasks[e]), ([], []))
-        for p in np.linspace(0, 1, 4):
-            z.append(fragment_prompt(m.encode, policy, ep, int(room * p), length))
-            t.append(fragment_prompt(m.encode_task, policy, ep, int(room * p), length))
+    for task, ep, start in best_fragments(family, dataset, length, fraction):
+        z, t = by_task.setdefault(task, ([], []))
+        z.append(fragment_prompt(m.encode, policy, ep, start, length))
+        t.append(fragment_prompt(m.encode_task, policy, ep, start, length))
     tasks = sorted(by_task)
     z = torch.stack([medoid(torch.stack(by_task[k][0])) for k in tasks])
     t = torch.stack([medoid(torch.stack(by_task[k][1])) for k in tasks])

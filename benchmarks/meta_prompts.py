@@ -129,18 +129,24 @@ def action_sensitivity(policy, family, train, expert, length: int, rng, per_task
     return out
 
 
-def best_fragment_prompts(encode, policy, family, dataset, length: int, top_fraction: float) -> torch.Tensor:
-    """(N, P, D) encode() of 4 evenly spaced fragments of each of the training tasks' best episodes:
-    the prompts whose mean prepare_policy stores."""
+def best_fragments(family, dataset, length: int, top_fraction: float) -> list[tuple[int, dict, int]]:
+    """(task, episode, start) of 4 evenly spaced fragments of each of the training tasks' best episodes,
+    in dataset order: the fragments whose prompts' mean prepare_policy stores."""
     from seqrl.algos.meta import best_per_task
 
     keep = best_per_task(dataset, top_fraction) & np.isin(dataset.episode_tasks, list(family.train_ids))
-    prompts = []
+    fragments = []
     for e in np.flatnonzero(keep):
         ep = dataset.episode(int(e))
         room = max(len(ep["rewards"]) - length, 0)
-        prompts += [fragment_prompt(encode, policy, ep, int(room * p), length) for p in np.linspace(0, 1, 4)]
-    return torch.stack(prompts)
+        fragments += [(int(dataset.episode_tasks[e]), ep, int(room * p)) for p in np.linspace(0, 1, 4)]
+    return fragments
+
+
+def best_fragment_prompts(encode, policy, family, dataset, length: int, top_fraction: float) -> torch.Tensor:
+    """(N, P, D) encode() of the ``best_fragments``."""
+    return torch.stack([fragment_prompt(encode, policy, ep, start, length)
+                        for _, ep, start in best_fragments(family, dataset, length, top_fraction)])
 
 
 def medoid(prompts: torch.Tensor) -> torch.Tensor:
