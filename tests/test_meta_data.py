@@ -1,6 +1,8 @@
 """Multi-task (meta-RL) datasets: every task covered, episodes labelled with the task they ran on,
 deterministic, and round-tripped through Minari."""
 
+import json
+
 import minari
 import numpy as np
 import pytest
@@ -52,14 +54,26 @@ def test_make_writes_minari_with_tasks(point_policies, capsys):
     assert "seqrl_episode_tasks" not in loaded.metadata
     ds = minari.load_dataset("seqrl/point-robot/medium-v0")
     assert ds.total_steps == 2000
+    # per-task summary: every task weighs the same, and the test tasks' mean uses only those
+    capsys.readouterr()
+    assert main(["data", "info", "point-robot-medium", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    returns, tasks = loaded.episode_returns, loaded.episode_tasks
+    per_task = {t: returns[tasks == t].mean() for t in np.unique(tasks)}
+    assert info["tasks"] == 50 and info["mean_episode_length"] == 20.0
+    assert info["task_mean_return"] == pytest.approx(np.mean(list(per_task.values())))
+    test_ids = get_family("point-robot").test_ids
+    assert info["test_task_mean_return"] == pytest.approx(np.mean([per_task[t] for t in test_ids]))
+    assert main(["data", "info", "point-robot-medium"]) == 0
+    assert "per-task mean return" in capsys.readouterr().out
     with pytest.raises(ConfigError):
         make("point-robot", steps=100, fmt="d4rl")
     assert main(["data", "make", "cheetah-vel", "--steps", "10"]) != 0
     assert "error:" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("family_name", ["point-robot", "cheetah-vel", "hopper-params", "ant-dir",
-                                         "ant-fwd-back"])
+@pytest.mark.parametrize("family_name", ["point-robot", "cheetah-vel", "cheetah-dir", "hopper-params",
+                                         "walker-params", "ant-dir", "ant-fwd-back"])
 def test_shipped_family_actors_take_observation_and_task_vector(family_name):
     """Every actor a shipped family manifest names loads and acts on observation + task vector."""
     from seqrl.data.meta_recipes import behaviour_actor

@@ -51,12 +51,14 @@ def cmd_data_info(args) -> int:
         ("next_observations", "yes" if dataset.next_observations is not None else "no"),
     ]
     if dataset.episode_tasks is not None:
-        import numpy as np
-
         family = dataset.metadata.get("seqrl_task_family", "?")
         train = dataset.metadata.get("seqrl_train_tasks", [])
-        rows.append(("tasks", f"{len(np.unique(dataset.episode_tasks))} of family {family} "
-                              f"({len(train)} for training, the rest held out)"))
+        test_ids = dataset.metadata.get("seqrl_test_tasks", [])
+        rows.append(("tasks", f"{info['tasks']} of family {family} ({len(train)} for training, "
+                              f"{len(test_ids)} for testing)"))
+        test = info["test_task_mean_return"]
+        rows.append(("per-task mean return", f"{info['task_mean_return']:.2f} (test tasks: "
+                     + ("none" if test is None else f"{test:.2f}") + ")"))
     if dataset.infos:
         rows.append(("infos", ", ".join(sorted(dataset.infos))))
     width = max(len(k) for k, _ in rows)

@@ -106,11 +106,13 @@ def reference_for(dataset: TrajectoryDataset) -> tuple[float, float] | None:
 
 
 def dataset_info(dataset: TrajectoryDataset) -> dict:
-    """The summary ``seqrl data info --json`` prints, with exactly these keys."""
+    """The summary ``seqrl data info --json`` prints, with exactly these keys (plus, for multi-task
+    data, the per-task ones of ``task_return_summary``)."""
     if dataset.num_episodes == 0:
         raise DatasetError(f"{dataset.name}: dataset is empty (0 steps)")
     returns = dataset.episode_returns
     ref = reference_for(dataset)
+    tasks = task_return_summary(dataset) if dataset.episode_tasks is not None else {}
     return {
         "episodes": int(dataset.num_episodes),
         "steps": int(dataset.num_steps),
@@ -121,4 +123,20 @@ def dataset_info(dataset: TrajectoryDataset) -> dict:
         "return_max": float(np.max(returns)),
         "normalized_return_mean": (float(np.mean(normalized_score(returns, *ref)))
                                    if ref is not None else None),
+        **tasks,
+    }
+
+
+def task_return_summary(dataset: TrajectoryDataset) -> dict:
+    """Multi-task data: the mean over tasks of each task's mean episode return, over all tasks and over
+    the family's test tasks, and the mean episode length. Every task weighs the same, as in the
+    meta-test; the plain episode mean weighs a task by how many (short) episodes it has."""
+    returns, tasks = dataset.episode_returns, dataset.episode_tasks
+    per_task = {int(t): float(returns[tasks == t].mean()) for t in np.unique(tasks)}
+    test = [per_task[t] for t in dataset.metadata.get("seqrl_test_tasks", []) if t in per_task]
+    return {
+        "tasks": len(per_task),
+        "task_mean_return": float(np.mean(list(per_task.values()))),
+        "test_task_mean_return": float(np.mean(test)) if test else None,
+        "mean_episode_length": float(dataset.episode_lengths.mean()),
     }
