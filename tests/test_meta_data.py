@@ -91,3 +91,20 @@ def test_shipped_family_actors_take_observation_and_task_vector(family_name):
                                                      np.random.default_rng(0))
         assert action.shape == (2, act_dim)
         assert np.all(np.abs(action) <= env.action_space.high)
+
+
+def test_task_sensitivity_benchmark_finds_that_the_point_robot_expert_reads_its_goal():
+    """benchmarks/meta_task_sensitivity.py: told another task's goal, point-robot's expert loses most of
+    its gain over random behaviour; told its own, it beats both the nominal and the other goal."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "benchmarks" / "meta_task_sensitivity.py"
+    spec = importlib.util.spec_from_file_location("meta_task_sensitivity", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    result = module.measure("point-robot", episodes=2, seed=0)
+    means = result["mean"]
+    assert len(result["per_task"]) == len(get_family("point-robot").test_ids)
+    assert means["true"] > max(means["nominal"], means["other"], means["random"])
+    assert result["gain_lost_by_other"] > 0.5
