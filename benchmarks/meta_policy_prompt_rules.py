@@ -1,13 +1,15 @@
 """Meta-test of a two-prompt meta-RL CMT run (``task_encoder=true``) with other policy prompts z.
 
     python benchmarks/meta_policy_prompt_rules.py RUN_DIR MODE SEED [EVAL_MODE [CONTEXT [KEY=VALUE ...]]]
+    python benchmarks/meta_policy_prompt_rules.py RUN_DIR medoid SEED zero-shot '' prompt_source=stored rounds=10
     python benchmarks/meta_policy_prompt_rules.py sweep RUN_DIR SEED >> RESULTS.jsonl
     python benchmarks/meta_policy_prompt_rules.py table RESULTS.jsonl [RESULTS.jsonl ...]
 
 Prints one JSON line: the held-out return of ``seqrl eval RUN_DIR --mode EVAL_MODE [--context CONTEXT]
 --episodes 3 --seed 1000000+SEED`` (zero-shot, few-shot or none) with the policy prompt chosen by MODE
 (the task prompt t is untouched: from the context, else the history or the stored one). KEY=VALUE
-entries change the loaded policy's spec (e.g. prompt_source=stored). The library is the run's own:
+entries change the loaded policy's spec (e.g. prompt_source=stored), except rounds=N, which sets the
+number of consecutive episodes per task (default 3; a longer adaptation curve). The library is the run's own:
 4 evenly spaced fragments of each training task's best episodes (``prompt_top_fraction``), as
 ``prepare_policy`` builds the stored prompt (``stored_vs_library_mean`` checks it: 0 when equal).
 ``sweep`` prints the 17 lines of the docs' table for one run: each MODE in zero-shot, few-shot with
@@ -73,7 +75,7 @@ def patch(policy, mode, z_lib, t_lib):
 
 
 def measure(run: str, mode: str, seed: int, evmode: str = "zero-shot", context: str | None = None,
-            extra: dict | None = None) -> dict:
+            extra: dict | None = None, rounds: int = 3) -> dict:
     extra = extra or {}
     spec = {"policy_prompt": "context"} if mode != "stored" else {}
     spec.update(extra)
@@ -84,8 +86,9 @@ def measure(run: str, mode: str, seed: int, evmode: str = "zero-shot", context: 
     z_lib, t_lib = library(policy, fraction)
     gap = float((policy.model.stored_prompt - z_lib.mean(0)).abs().max())
     patch(policy, mode, z_lib, t_lib)
-    ev = evaluate_meta_policy(policy, mode=evmode, rounds=3, context=context, seed=1_000_000 + seed)
+    ev = evaluate_meta_policy(policy, mode=evmode, rounds=rounds, context=context, seed=1_000_000 + seed)
     return {"run": run, "mode": mode, "eval": evmode, "context": context, "extra": extra,
+            **({"rounds": rounds} if rounds != 3 else {}),
             "return_mean": ev["return_mean"], "curve": ev["curve"],
             "per_task": [t["return_mean"] for t in ev["per_task"]], "seconds": ev["seconds"],
             "stored_vs_library_mean": gap, "library": len(z_lib), "commit": git_commit(),
@@ -112,7 +115,7 @@ def table(paths: list[str]) -> str:
 
     def cell(mode, evmode, suffix, extra):
         hits = {r["run"]: r for r in rows if r["mode"] == mode and r["eval"] == evmode
-                and r["extra"] == extra and (suffix is None or (r["context"] or "").endswith(suffix))}
+                and r.get("rounds", 3) == 3 and r["extra"] == extra and (suffix is None or (r["context"] or "").endswith(suffix))}
         if len(hits) != len(runs):
             return ""
         values = np.array([hits[run]["return_mean"] for run in runs])
@@ -140,7 +143,8 @@ def main():
     evmode = sys.argv[4] if len(sys.argv) > 4 else "zero-shot"
     context = (sys.argv[5] or None) if len(sys.argv) > 5 else None
     extra = dict(a.split("=") for a in sys.argv[6:])
-    print(json.dumps(measure(run, mode, seed, evmode, context, extra)))
+    rounds = int(extra.pop("rounds", 3))
+    print(json.dumps(measure(run, mode, seed, evmode, context, extra, rounds)))
 
 
 if __name__ == "__main__":
