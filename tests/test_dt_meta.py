@@ -300,3 +300,26 @@ def test_zero_shot_pick_best_takes_the_context_from_the_tasks_best_episode():
         assert starts, f"task {tasks[pos]}: the context is not a fragment of its best episode"
     with pytest.raises(ValueError, match="pick"):
         evaluate_meta(spy, family, tasks, rounds=1, mode="zero-shot", pick="worst")
+
+
+def test_bench_meta_data_returns_weigh_every_held_out_task_the_same(monkeypatch):
+    """The data row is the mean over held-out tasks of each task's mean episode return: a task with
+    many short episodes must not count more than one with a few long ones."""
+    import seqrl.data.sources
+    from seqrl.bench.meta_bench import _data_returns
+    from seqrl.data.trajectories import TrajectoryDataset
+
+    test = get_family("point-robot").test_ids
+    # the first held-out task: one 4-step episode of return 4; every other: four 1-step episodes of 0
+    lengths = [4] + [1] * 4 * (len(test) - 1)
+    tasks = [test[0]] + [t for t in test[1:] for _ in range(4)]
+    n = sum(lengths)
+    rewards = np.r_[np.ones(4), np.zeros(n - 4)]
+    data = TrajectoryDataset(np.zeros((n, 2)), np.zeros((n, 2)), rewards, np.zeros(n, bool),
+                             np.zeros(n, bool), offsets=np.r_[0, np.cumsum(lengths)], episode_tasks=tasks,
+                             metadata={"seqrl_task_family": "point-robot"})
+    monkeypatch.setattr(seqrl.data.sources, "load_source", lambda name, **kw: data)
+    got = _data_returns("point-robot")
+    assert set(got) == {"point-robot", "point-robot-medium", "point-robot-expert"}
+    assert got["point-robot-expert"] == pytest.approx(4 / len(test))       # not 4 / (number of episodes)
+    assert data.episode_returns.mean() == pytest.approx(4 / len(lengths))

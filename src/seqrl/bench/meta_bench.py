@@ -138,7 +138,9 @@ def run_meta_bench(dataset: str, seeds, steps: int, rounds: int = 3, overrides=N
 
 
 def _data_returns(dataset: str) -> dict:
-    """Mean held-out-task episode return of each quality level's dataset (what the contexts show)."""
+    """Each quality level's return on the held-out tasks (what the contexts show): the mean over those
+    tasks of each task's mean episode return, so that every task weighs the same, as in the meta-test
+    (a plain episode mean would weigh a task by how many short episodes it has)."""
     from seqrl.algos.meta import training_part
     from seqrl.data.sources import load_source
 
@@ -146,8 +148,8 @@ def _data_returns(dataset: str) -> dict:
     for level in ("", "-medium", "-expert"):
         data = load_source(dataset + level, make_missing=True)
         _, family = training_part(data)
-        test = np.isin(data.episode_tasks, family.test_ids)
-        out[dataset + level] = float(data.episode_returns[test].mean())
+        per_task = [data.episode_returns[data.episode_tasks == t].mean() for t in family.test_ids]
+        out[dataset + level] = float(np.mean(per_task))
     return out
 
 
@@ -204,7 +206,8 @@ def _markdown(r: dict) -> str:
         curve = ", ".join(f"{x:.2f}" for x in row["curve_mean"])
         lines.append(f"| {row['protocol']} | **{row['return_mean']:.2f} +- {row['return_std']:.2f}** | "
                      f"{seeds} | {curve} |")
-    lines += ["", "Held-out tasks' mean episode return in the data: " +
+    lines += ["", "Held-out tasks' return in the data (mean over the tasks of each task's mean episode "
+              "return): " +
               ", ".join(f"{k} {v:.2f}" for k, v in r["data_returns"].items()) + ".", "",
               "Goals: " + ", ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in r["goals"].items()) + ".",
               "", "| run | settings | updates/s | wall time per seed |", "|---|---|---|---|"]
