@@ -102,6 +102,7 @@ def test_unknown_environment(capsys, tmp_path):
                                    "--env", "spaceship"], "unknown environment 'spaceship'")
 
 
+
 def test_bad_options(capsys):
     assert_one_line_error(capsys, ["data", "info"], "required: SOURCE")
     assert_one_line_error(capsys, ["data", "info", "x.hdf5", "--frobnicate"], "unrecognized arguments")
@@ -127,3 +128,60 @@ def test_real_process_prints_one_line_and_exits_2(tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"error: no such file: {tmp_path / 'x.hdf5'}"]
+
+
+@pytest.mark.parametrize("setting,fragment", [
+    ("batch_size=0", "batch_size must be >= 1"), ("context_len=0", "context_len must be >= 1"),
+    ("embed_dim=0", "embed_dim must be >= 1"), ("num_layers=0", "num_layers must be >= 1"),
+    ("num_heads=0", "num_heads must be >= 1"), ("num_heads=3", "divisible by num_heads"),
+    ("learning_rate=-1", "learning_rate must be > 0"), ("learning_rate=nan", "finite"),
+    ("betas=0.9", "betas must be two numbers"), ("dropout=1.5", "dropout must be in [0, 1)"),
+    ("activation=foo", "activation must be one of"), ("timestep_embedding=foo", "timestep_embedding"),
+    ("warmup_steps=-5", "warmup_steps must be >= 0"), ("grad_clip=-1", "grad_clip must be >= 0"),
+    ("weight_decay=-1", "weight_decay must be >= 0"), ("return_scale=0", "return_scale must be > 0"),
+    ("max_timestep=0", "max_timestep must be >= 1"), ("top_fraction=2", "top_fraction must be in (0, 1]"),
+    ("eval_keep=50", "eval_keep must be between 0 and context_len - 1"),
+])
+def test_out_of_range_settings_are_one_line_errors_before_any_data_loads(capsys, setting, fragment):
+    # the dataset does not exist: the setting must be rejected before anything is loaded or made
+    assert_one_line_error(capsys, ["train", "dt", "--dataset", "no-such-dataset", "--set", setting], fragment)
+
+
+@pytest.mark.parametrize("setting,fragment", [
+    ("encoder_heads=3", "divisible by encoder_heads"), ("encoder_layers=0", "encoder_layers must be >= 1"),
+    ("discount=1.5", "discount must be in [0, 1]"), ("temperature=0", "temperature must be > 0"),
+    ("improve_learning_rate=-1", "improve_learning_rate must be > 0"),
+    ("behaviour_coef=-1", "behaviour_coef must be >= 0"), ("adaptor_hidden=0", "adaptor_hidden must be >= 1"),
+    ("contrastive_coef=nan", "finite"), ("prompt_top_fraction=0", "prompt_top_fraction must be in (0, 1]"),
+])
+def test_out_of_range_cmt_settings(capsys, setting, fragment):
+    assert_one_line_error(capsys, ["train", "cmt", "--dataset", "no-such-dataset", "--set", setting], fragment)
+
+
+def test_run_options_are_checked(capsys, tmp_path):
+    data = str(save_d4rl(make_dataset([30, 30], obs_dim=11, act_dim=3), tmp_path / "d.hdf5"))
+    base = ["train", "dt", "--dataset", data, "--steps", "1", "--eval-episodes", "0", "--no-progress"]
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    for extra, fragment in (
+            (["--seed", "-1"], "seed must be an integer in [0, 2^63)"),
+            (["--seed", str(2**64)], "seed must be an integer in [0, 2^63)"),
+            (["--device", "foo"], "unknown device 'foo'"),
+            (["--eval-every", "-5"], "eval_every must be >= 0"),
+            (["--target-return", "nan"], "target returns must be finite"),
+            (["--out", str(afile)], "an existing file"),
+            (["--out", ""], "--out must name a run directory")):
+        assert_one_line_error(capsys, base + extra, fragment)
+    assert_one_line_error(capsys, ["train", "cmt", "--dataset", data, "--stage", "representation", "--from",
+                                   str(tmp_path)], "--from names the representation stage")
+
+
+def test_minari_ids_may_not_climb_out_of_the_root(capsys):
+    assert_one_line_error(capsys, ["data", "make", "point-robot", "--out", "../../etc/x-v0"],
+                          "bad Minari dataset id")
+
+
+def test_bench_meta_variant_needs_a_name(capsys):
+    for label in ("cmt-", "cmt-a/b", "x-1"):
+        assert_one_line_error(capsys, ["bench", "meta", "point-robot", "--cmt-variant", label],
+                              "--cmt-variant names a new CMT run")

@@ -249,6 +249,16 @@ def test_train_cmt_cli_runs_both_stages_and_reports_both_scores(hopper_file, tmp
                             "--out", str(again), "--eval-episodes", "2", "--no-progress"]
                 + [a for s in TINY for a in ("--set", s)]) == 0
     assert json.loads((again / "summary.json").read_text())["eval"] is not None
+    # but not from a representation stage trained on other data
+    import shutil
+
+    other = shutil.copy(data, tmp_path / "other.hdf5")
+    capsys.readouterr()
+    assert main(args[:2] + ["--dataset", str(other), "--stage", "improvement", "--from", str(out),
+                            "--out", str(tmp_path / "mixed"), "--eval-episodes", "0", "--no-progress"]
+                + [a for s in TINY for a in ("--set", s)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "was trained on" in err and err.count("\n") == 1
     # and `seqrl eval` reads the tuned policy, from the run's prompt source or the one asked for
     capsys.readouterr()
     assert main(["eval", str(out), "--episodes", "1", "--json"]) == 0

@@ -194,7 +194,15 @@ def test_tiny_baseline_runs_and_meta_eval_cli(point_policies, tmp_path, capsys):
              "unknown setting 'bogus'"),
             (["train", "dt", "--dataset", "point-robot", "--steps", "2", "--eval-workers", "2"],
              "--eval-workers is for single-task datasets"),
-            (["eval", str(tmp_path / "dt0"), "--workers", "2"], "--workers is for single-task runs")):
+            (["eval", str(tmp_path / "dt0"), "--workers", "2"], "--workers is for single-task runs"),
+            (["eval", str(tmp_path / "dt0"), "--context", "point-robot-expert"], "--context is for --mode few-shot"),
+            (["eval", str(tmp_path / "dt0"), "--mode", "few-shot", "--context", "hopper-medium"],
+             "hopper-medium"),                                         # not made on demand: an error
+            (["eval", str(tmp_path / "dt0"), "--mode", "few-shot", "--context", "cheetah-vel-expert"],
+             "is not a point-robot dataset"),
+            (["eval", str(tmp_path / "dt0"), "--policy-prompt", "stored"], "for meta-RL CMT runs"),
+            (["eval", str(tmp_path / "dt0"), "--env", "hopper"], "--env is for single-task runs"),
+            (["eval", str(tmp_path / "dt0"), "--seed", "-1"], "seed must be an integer in [0, 2^63)")):
         assert main(argv) != 0
         err = capsys.readouterr().err
         assert err.startswith("error: ") and message in err and err.count("\n") == 1
@@ -323,3 +331,21 @@ def test_bench_meta_data_returns_weigh_every_held_out_task_the_same(monkeypatch)
     assert set(got) == {"point-robot", "point-robot-medium", "point-robot-expert"}
     assert got["point-robot-expert"] == pytest.approx(4 / len(test))       # not 4 / (number of episodes)
     assert data.episode_returns.mean() == pytest.approx(4 / len(lengths))
+
+
+def test_bench_meta_checks_every_runs_settings_before_training(tmp_path):
+    from seqrl.bench.meta_bench import run_meta_bench
+    from seqrl.errors import ConfigError
+
+    kwargs = dict(seeds=[0], steps=2, runs=str(tmp_path / "runs"), out_dir=str(tmp_path / "out"),
+                  progress=False)
+    # prompt_len is a Prompt-DT setting: the oracle DT (trained last) has none
+    with pytest.raises(ConfigError, match="oracle-dt: unknown setting 'prompt_len'"):
+        run_meta_bench("point-robot", overrides={"oracle-dt": ["prompt_len=3"]}, **kwargs)
+    with pytest.raises(ConfigError, match="cmt: dropout must be in"):
+        run_meta_bench("point-robot", overrides={"all": ["dropout=2"]}, **kwargs)
+    assert not (tmp_path / "runs").exists()          # nothing trained, no data made
+    listing = tmp_path / "list.json"
+    listing.write_text("[]")
+    with pytest.raises(ConfigError, match="not a result of this benchmark"):
+        run_meta_bench("point-robot", cmt_variants=["cmt-x"], baselines_from=str(listing), **kwargs)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 
@@ -215,7 +216,16 @@ def cmd_eval(args) -> int:
         from seqrl.eval.video import check_video_path
 
         check_video_path(args.video)
+    from seqrl.train.trainer import check_seed
+
+    check_seed(args.seed)
+    if not all(math.isfinite(t) for t in args.target_return or []):
+        raise SeqrlError(f"--target-return must be a finite number, got {args.target_return}")
     policy = Policy.load(args.run, **overrides)
+    if args.policy_prompt is not None and policy.spec.get("model_class") != "CMT":
+        raise SeqrlError("--policy-prompt is for meta-RL CMT runs")
+    if policy.spec.get("meta") and args.env is not None:
+        raise SeqrlError("--env is for single-task runs (a meta-RL run evaluates in its task family)")
     if args.prompt_source is not None and (policy.spec.get("model_class") != "CMT" or policy.spec.get("meta")):
         raise SeqrlError("--prompt-source is for single-task CMT runs")
     if policy.spec.get("meta") and args.workers > 1:
@@ -226,7 +236,8 @@ def cmd_eval(args) -> int:
         from seqrl.eval.meta import evaluate_meta_policy
 
         targets = args.target_return or [None]
-        evals = [evaluate_meta_policy(policy, mode=args.mode, tasks=args.tasks, rounds=args.episodes,
+        evals = [evaluate_meta_policy(policy, mode=args.mode, tasks=args.tasks or "test",
+                                      rounds=args.episodes,
                                       context=args.context, seed=args.seed, target_return=t,
                                       pick=args.pick)
                  for t in targets]
@@ -235,8 +246,9 @@ def cmd_eval(args) -> int:
         else:
             _print_eval(evals)
         return 0
-    if args.mode or args.context or args.pick != "random":
-        raise SeqrlError("--mode, --context and --pick are for meta-RL runs (trained on a multi-task dataset)")
+    if args.mode or args.context or args.pick != "random" or args.tasks is not None:
+        raise SeqrlError("--mode, --context, --pick and --tasks are for meta-RL runs (trained on a "
+                         "multi-task dataset)")
     env_id = gym_id(args.env) if args.env else policy.env_id
     if env_id is None:
         raise SeqrlError("the checkpoint does not name its environment: pass --env")
@@ -297,8 +309,9 @@ def cmd_bench_meta(args) -> int:
 
     variants = args.cmt_variant or []
     for label in variants:
-        if not label.startswith("cmt-"):
-            raise UsageError(f"--cmt-variant names a new CMT run and starts with 'cmt-', got '{label}'")
+        if not label.startswith("cmt-") or not label[4:].replace("-", "").replace("_", "").isalnum():
+            raise UsageError(f"--cmt-variant names a new CMT run: 'cmt-' then letters, digits, - or _, "
+                             f"got '{label}'")
     known = {"all"} | {label for label, _, _ in RUNS} | set(variants)
     overrides: dict[str, list[str]] = {}
     for item in args.set or []:
@@ -508,7 +521,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--policy-prompt", choices=("stored", "context"), default=None,
                     help="two-prompt meta-RL CMT: the policy prompt is the stored one (default) or read "
                          "from the context as well (then a context's quality sets the behaviour)")
-    ev.add_argument("--tasks", choices=("test", "train"), default="test",
+    ev.add_argument("--tasks", choices=("test", "train"), default=None,
                     help="meta-RL runs: held-out (default) or training tasks")
     ev.set_defaults(func=cmd_eval)
 

@@ -84,6 +84,63 @@ def _convert(key: str, value, current, annotation):
             from None
 
 
+# Ranges of the settings that algorithms share by name (checked before anything is built, so a bad
+# --set value is a one-line error instead of a failure deep inside torch).
+_AT_LEAST_ONE = ("batch_size", "context_len", "embed_dim", "num_layers", "num_heads", "max_timestep",
+                 "encoder_layers", "encoder_heads", "fragment_len", "prompt_len", "adaptor_hidden",
+                 "hidden_dim", "improve_steps", "beam_width", "plan_batch", "plan_candidates",
+                 "plan_horizon", "relabel_states")
+_AT_LEAST_ZERO = ("warmup_steps", "improve_warmup_steps", "weight_decay", "grad_clip", "behaviour_coef",
+                  "contrastive_coef", "reward_coef", "state_coef", "value_coef", "plan_noise")
+_ABOVE_ZERO = ("learning_rate", "improve_learning_rate", "return_scale", "temperature")
+_FRACTIONS = ("top_fraction", "prompt_top_fraction")                       # (0, 1]
+
+
+def check_settings(config) -> None:
+    """ConfigError for a setting out of its range (any config; fields it lacks are skipped)."""
+    import math
+
+    def value(name):
+        return getattr(config, name, None)
+
+    for name in _AT_LEAST_ONE + _AT_LEAST_ZERO + _ABOVE_ZERO + _FRACTIONS + ("dropout", "discount"):
+        v = value(name)
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ConfigError(f"{name} must be a finite number, got {v}")
+    for name in _AT_LEAST_ONE:
+        if value(name) is not None and value(name) < 1:
+            raise ConfigError(f"{name} must be >= 1, got {value(name)}")
+    for name in _AT_LEAST_ZERO:
+        if value(name) is not None and value(name) < 0:
+            raise ConfigError(f"{name} must be >= 0, got {value(name)}")
+    for name in _ABOVE_ZERO:
+        if value(name) is not None and value(name) <= 0:
+            raise ConfigError(f"{name} must be > 0, got {value(name)}")
+    for name in _FRACTIONS:
+        if value(name) is not None and not 0 < value(name) <= 1:
+            raise ConfigError(f"{name} must be in (0, 1], got {value(name)}")
+    if value("dropout") is not None and not 0 <= value("dropout") < 1:
+        raise ConfigError(f"dropout must be in [0, 1), got {value('dropout')}")
+    if value("discount") is not None and not 0 <= value("discount") <= 1:
+        raise ConfigError(f"discount must be in [0, 1], got {value('discount')}")
+    betas = value("betas")
+    if betas is not None and (len(betas) != 2 or not all(0 <= b < 1 for b in betas)):
+        raise ConfigError(f"betas must be two numbers in [0, 1), e.g. 0.9,0.999; got {betas}")
+    for heads in ("num_heads", "encoder_heads"):
+        if value(heads) is not None and value("embed_dim") is not None and value("embed_dim") % value(heads):
+            raise ConfigError(f"embed_dim ({value('embed_dim')}) must be divisible by {heads} "
+                              f"({value(heads)})")
+    from seqrl.models.decision_transformer import TIMESTEP_EMBEDDINGS
+    from seqrl.models.gpt import ACTIVATIONS
+
+    for name, choices in (("activation", tuple(ACTIVATIONS)), ("timestep_embedding", TIMESTEP_EMBEDDINGS)):
+        if value(name) is not None and value(name) not in choices:
+            raise ConfigError(f"{name} must be one of {', '.join(choices)}, got '{value(name)}'")
+    keep, k = value("eval_keep"), value("context_len")
+    if keep is not None and k is not None and not 0 <= keep <= k - 1:
+        raise ConfigError(f"eval_keep must be between 0 and context_len - 1 = {k - 1}, got {keep}")
+
+
 class Algorithm:
     """The trainer's view of an algorithm. Subclasses set ``name`` and ``Config`` and build
     ``self.model`` and ``self.sampler``; ``loss`` draws its own batch and returns (loss, {metric: value})
@@ -93,6 +150,7 @@ class Algorithm:
     Config = OptimConfig
 
     def __init__(self, config, dataset: TrajectoryDataset, seed: int = 0, device="cpu"):
+        check_settings(config)
         self.config, self.dataset, self.seed = config, dataset, seed
         self.device = torch.device(device)
         self.model: torch.nn.Module

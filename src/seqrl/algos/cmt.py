@@ -444,6 +444,9 @@ def train_cmt(config: CMTConfig, dataset, run, out: Path, resume: bool = False, 
     else:
         rep_dir = find_representation(from_dir if from_dir is not None else out)
         rep_summary = json.loads((rep_dir / "summary.json").read_text())
+        if rep_summary.get("dataset") not in (None, run.dataset):
+            raise ConfigError(f"the representation stage in '{rep_dir}' was trained on "
+                              f"'{rep_summary['dataset']}', not on '{run.dataset}'")
     if not config.prompt_tuning:  # Q1: the representation stage's policy is the result
         summary = {**rep_summary, "prompt_tuning": False,
                    "eval_without_prompt_tuning": rep_summary["eval"]}

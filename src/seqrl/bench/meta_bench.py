@@ -82,6 +82,7 @@ def run_meta_bench(dataset: str, seeds, steps: int, rounds: int = 3, overrides=N
         if not cmt_variants:
             raise ConfigError("--baselines-from copies the base runs: name a --cmt-variant to train")
         trained.update(base["runs"])
+    _check_settings(variants if base else list(RUNS) + variants, overrides)
     for seed in seeds:
         for label, algo, settings in (variants if base else list(RUNS) + variants):
             own = list(overrides.get(label, []))
@@ -137,6 +138,21 @@ def run_meta_bench(dataset: str, seeds, steps: int, rounds: int = 3, overrides=N
     return result
 
 
+def _check_settings(runs, overrides: dict) -> None:
+    """Every run's settings, checked before the first run trains (a bad key for the last run would
+    otherwise show only after the others had trained)."""
+    from seqrl.algos import get_algorithm
+    from seqrl.algos.base import apply_overrides, check_settings
+    from seqrl.train.api import _meta_config
+
+    for label, algo, settings in runs:
+        full = settings + list(overrides.get("all", [])) + list(overrides.get(label, []))
+        try:
+            check_settings(apply_overrides(_meta_config(algo, get_algorithm(algo))(), full))
+        except ConfigError as exc:
+            raise ConfigError(f"{label}: {exc}") from None
+
+
 def _data_returns(dataset: str) -> dict:
     """Each quality level's return on the held-out tasks (what the contexts show): the mean over those
     tasks of each task's mean episode return, so that every task weighs the same, as in the meta-test
@@ -159,6 +175,8 @@ def _load_baselines(path: str, dataset: str, steps: int, rounds: int, seeds) -> 
         earlier = json.loads(Path(path).read_text())
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot read the baselines result '{path}': {exc}") from None
+    if not isinstance(earlier, dict):
+        raise ConfigError(f"'{path}' is not a result of this benchmark")
     wanted = {"dataset": dataset, "budget_updates": steps, "rounds": rounds, "seeds": list(seeds)}
     for key, value in wanted.items():
         if earlier.get(key) != value:

@@ -99,7 +99,7 @@ def save_minari(dataset: TrajectoryDataset, dataset_id: str, overwrite: bool = F
     import minari
     from minari.data_collector import EpisodeBuffer
 
-    _check_id(dataset_id)
+    check_id(dataset_id)
     root = minari_root()
     final = root / dataset_id
     if final.exists() and not overwrite:
@@ -191,10 +191,12 @@ def clean_stale_temporaries() -> int:
     return len(stale)
 
 
-def _check_id(dataset_id: str) -> None:
+def check_id(dataset_id: str) -> None:
+    """DatasetError unless ``dataset_id`` is a Minari id (no part may start with a dot: no '..')."""
     import re
 
-    if not re.fullmatch(r"([\w.-]+/)*[\w.-]+-v\d+", dataset_id):
+    if (not re.fullmatch(r"([\w.-]+/)*[\w.-]+-v\d+", dataset_id)
+            or any(part.startswith(".") for part in dataset_id.split("/"))):
         raise DatasetError(f"bad Minari dataset id '{dataset_id}': expected e.g. 'seqrl/hopper/medium-v0' "
                            f"(optional namespaces, a name, then -v<version>)")
 

@@ -151,7 +151,7 @@ def make(name: str, steps: int | None = None, seed: int = 0, fmt: str = "minari"
     """
     from seqrl.data.d4rl import save_d4rl
     from seqrl.data.meta_recipes import split_meta_name
-    from seqrl.data.minari_io import clean_stale_temporaries, minari_dataset_exists, save_minari
+    from seqrl.data.minari_io import check_id, clean_stale_temporaries, minari_dataset_exists, save_minari
     from seqrl.data.sources import minari_id_for
 
     if fmt not in ("minari", "d4rl"):
@@ -161,6 +161,7 @@ def make(name: str, steps: int | None = None, seed: int = 0, fmt: str = "minari"
                           f"(the D4RL layout has no place for episode tasks)")
     if fmt == "minari":
         target = out or minari_id_for(name)
+        check_id(target)                     # before generating, not after
         clean_stale_temporaries()
         if minari_dataset_exists(target) and not force:
             raise DatasetError(f"Minari dataset '{target}' is already made (use --force to make it again)")

@@ -47,15 +47,18 @@ _MUJOCO_WARNINGS_SEEN: set[str] = set()
 
 
 def _print_once(message: str) -> None:
+    if "deprecated" in message:  # about gymnasium's model files, nothing a user can act on
+        return
     if message not in _MUJOCO_WARNINGS_SEEN:
         _MUJOCO_WARNINGS_SEEN.add(message)
         print(f"WARNING: {message} (MuJoCo; shown once)", file=sys.stderr)
 
 
 def quiet_repeated_mujoco_warnings() -> None:
-    """Print each distinct MuJoCo warning once per process. MuJoCo warns every time it compiles a model,
-    so an evaluation on 40 HalfCheetah copies printed the same deprecation of gymnasium's XML 40 times.
-    A handler the user installed is left alone."""
+    """Print each distinct MuJoCo warning once per process, and none of its deprecation notices. MuJoCo
+    warns every time it compiles a model, so an evaluation on 40 HalfCheetah copies printed the same
+    deprecation of gymnasium's XML 40 times; that notice is about gymnasium's files, and printed before
+    an ``error:`` line it made the one-line error two lines. A handler the user installed is left alone."""
     try:
         import mujoco
     except ImportError:

@@ -166,18 +166,28 @@ def evaluate_meta_policy(policy, mode: str | None = None, tasks: str = "test", r
     meta = policy.spec.get("meta")
     if not meta:
         raise ConfigError("not a meta-RL policy (trained on a single-task dataset)")
+    if not isinstance(meta, dict) or not meta.get("family"):
+        raise ConfigError("the checkpoint's meta-RL entry names no task family (not a seqrl checkpoint?)")
     family = get_family(meta["family"])
     algo = policy.spec.get("algo", "cmt")
     mode = mode or DEFAULT_MODES.get(algo, "none")
     if mode not in MODES:
         raise ConfigError(f"--mode must be one of {', '.join(MODES)}, got '{mode}'")
+    if context is not None and mode != "few-shot":
+        raise ConfigError(f"--context is for --mode few-shot (this evaluation is {mode})")
     if tasks not in ("test", "train"):
         raise ConfigError(f"--tasks must be test or train, got '{tasks}'")
     task_ids = family.test_ids if tasks == "test" else family.train_ids
     context_dataset = None
     if mode == "few-shot":
         if context is not None:
-            context_dataset = load_source(context, make_missing=True)
+            from seqrl.data.meta_recipes import split_meta_name
+
+            named = split_meta_name(context)     # a generated dataset's name: (family, level), else None
+            if named is not None and named[0] != family.name:
+                raise ConfigError(f"context '{context}' is not a {family.name} dataset")
+            # only this family's generated datasets are made on demand, never another (large) one
+            context_dataset = load_source(context, make_missing=named is not None)
             if context_dataset.metadata.get("seqrl_task_family") != family.name:
                 raise ConfigError(f"context '{context}' is not a {family.name} dataset")
         elif algo == "prompt-dt":

@@ -28,7 +28,7 @@ def train(algo: str, dataset: str, env: str | None = None, steps: int = 100_000,
     ``out``). ``wandb_project`` also logs the metrics to Weights & Biases. ``eval_workers`` shares each
     evaluation's episodes out to that many processes (single-task datasets)."""
     from seqrl.algos import get_algorithm
-    from seqrl.algos.base import apply_overrides
+    from seqrl.algos.base import apply_overrides, check_settings
     from seqrl.data.sources import load_source, reference_for
     from seqrl.envs.registry import check_spaces, env_name
     from seqrl.envs.scores import DEFAULT_TARGET_RETURNS
@@ -36,9 +36,15 @@ def train(algo: str, dataset: str, env: str | None = None, steps: int = 100_000,
 
     algo_cls = get_algorithm(algo)
     # check --set before any data is loaded or made (with the meta-RL variants' extra keys)
-    apply_overrides(_meta_config(algo, algo_cls)(), list(overrides))
+    check_settings(apply_overrides(_meta_config(algo, algo_cls)(), list(overrides)))
     if (stage is not None or from_dir is not None) and algo != "cmt":
         raise ConfigError("--stage and --from are for cmt, which trains in two stages")
+    if from_dir is not None and stage != "improvement":
+        raise ConfigError("--from names the representation stage to start from: it is for --stage "
+                          "improvement")
+    if out is not None and (str(out) == "" or Path(out).exists() and not Path(out).is_dir()):
+        raise ConfigError(f"--out must name a run directory, got '{out}'"
+                          + (" (an existing file)" if str(out) else ""))
     if stage not in (None, "representation", "improvement"):
         raise ConfigError(f"--stage must be representation or improvement, got '{stage}'")
     if steps < 1:

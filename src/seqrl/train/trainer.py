@@ -69,6 +69,30 @@ class RunConfig:
             raise ConfigError(f"eval_episodes must be >= 0, got {self.eval_episodes}")
         if self.eval_workers < 1:
             raise ConfigError(f"eval_workers must be positive, got {self.eval_workers}")
+        if self.eval_every < 0:
+            raise ConfigError(f"eval_every must be >= 0, got {self.eval_every}")
+        check_seed(self.seed)
+        if not all(math.isfinite(float(t)) for t in self.target_returns):
+            raise ConfigError(f"target returns must be finite numbers, got {self.target_returns}")
+        check_device(self.device)
+
+
+def check_seed(seed: int) -> None:
+    """Seeds are what numpy and torch both take: integers in [0, 2^63)."""
+    if not 0 <= seed < 2**63:
+        raise ConfigError(f"seed must be an integer in [0, 2^63), got {seed}")
+
+
+def check_device(device: str) -> None:
+    """ConfigError for a device torch does not know or this machine does not have."""
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"unknown device '{device}' (e.g. cpu, cuda, cuda:1)") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device '{device}': this torch build or machine has no CUDA GPU")
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device '{device}': MPS is not available here")
 
 
 def require_wandb() -> None:
