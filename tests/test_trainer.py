@@ -113,6 +113,16 @@ def test_resume_refuses_other_settings(hopper_file, tmp_path):
     assert summary["steps"] == 10 and summary["eval"] is None
 
 
+def test_resume_of_a_run_that_does_not_exist_says_so_and_starts_it(hopper_file, tmp_path, capsys):
+    summary = train("dt", hopper_file, steps=3, eval_episodes=0, out=tmp_path / "typo", resume=True,
+                    progress=False, overrides=TINY)
+    assert summary["steps"] == 3
+    assert "warning: --resume: there is no run directory" in capsys.readouterr().err
+    train("dt", hopper_file, steps=5, eval_episodes=0, out=tmp_path / "typo", resume=True, progress=False,
+          overrides=TINY)
+    assert "warning" not in capsys.readouterr().err       # a real resume: no warning
+
+
 def test_bc_and_returnless_dt_train_and_evaluate(hopper_file, tmp_path):
     bc = train("bc", hopper_file, steps=10, eval_episodes=2, out=tmp_path / "bc", progress=False,
                overrides=["hidden_dim=32", "top_fraction=0.5"])

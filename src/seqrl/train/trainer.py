@@ -21,6 +21,7 @@ import json
 import math
 import os
 import random
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -142,6 +143,9 @@ class Trainer:
                                                       "eval_score_std")])
         self.checkpoint_file = self.run_dir / CHECKPOINT_DIR / LAST
         self.config_record = {"run": asdict(run), "algo": asdict(cfg), "algo_name": algo.name}
+        if resume and not self.run_dir.exists():  # most likely a mistyped --out: say so, then train
+            print(f"warning: --resume: there is no run directory '{self.run_dir}' yet; starting a new run",
+                  file=sys.stderr)
         if resume and self.checkpoint_file.is_file():
             self._restore()
         else:
