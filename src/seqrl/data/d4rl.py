@@ -100,6 +100,9 @@ def save_d4rl(dataset: TrajectoryDataset, path: str | os.PathLike, overwrite: bo
     if path.exists() and not overwrite:
         raise DatasetError(f"{path} already exists (pass overwrite=True / --force to replace it)")
     path.parent.mkdir(parents=True, exist_ok=True)
+    from seqrl.stale_files import remove_dead_leftovers
+
+    remove_dead_leftovers(path.parent, f".{path.name}.", ".tmp")      # of earlier writes that were killed
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with h5py.File(tmp, "w") as f:

@@ -31,7 +31,25 @@ def minari_root() -> Path:
 
 
 def minari_dataset_exists(dataset_id: str) -> bool:
-    return (minari_root() / dataset_id / "data" / "metadata.json").is_file()
+    final = minari_root() / dataset_id
+    if not (final / "data" / "metadata.json").is_file():
+        recover_interrupted_overwrite(final)
+    return (final / "data" / "metadata.json").is_file()
+
+
+def recover_interrupted_overwrite(final: Path) -> None:
+    """An overwrite moves the old dataset aside (``.NAME.old-PID``) before moving the new one in. If
+    that process was killed in between, the old dataset is moved back; if it was killed after, while
+    deleting the old one, the rest is deleted."""
+    from seqrl.stale_files import dead_leftovers, remove
+
+    for old in sorted(dead_leftovers(final.parent, f".{final.name}.old-")):
+        if final.exists() or not (old / "data" / "metadata.json").is_file():
+            remove(old)
+        else:
+            os.replace(old, final)
+            print(f"warning: restored Minari dataset '{final.name}' in {final.parent} after an "
+                  f"interrupted overwrite", file=sys.stderr)
 
 
 def load_minari(dataset_id: str, check_finite: bool = True) -> TrajectoryDataset:
@@ -102,6 +120,7 @@ def save_minari(dataset: TrajectoryDataset, dataset_id: str, overwrite: bool = F
     check_id(dataset_id)
     root = minari_root()
     final = root / dataset_id
+    recover_interrupted_overwrite(final)
     if final.exists() and not overwrite:
         raise DatasetError(f"Minari dataset '{dataset_id}' already exists in {root} "
                            f"(pass overwrite=True / --force to replace it)")
@@ -138,7 +157,7 @@ def save_minari(dataset: TrajectoryDataset, dataset_id: str, overwrite: bool = F
             spec_env.close()
         except Exception:
             pass
-    tmp_root = Path(tempfile.mkdtemp(prefix=".seqrl-tmp-", dir=root))
+    tmp_root = Path(tempfile.mkdtemp(prefix=f".seqrl-tmp-{os.getpid()}-", dir=root))
     try:
         with minari_root_at(tmp_root), warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -181,14 +200,11 @@ def delete_minari(dataset_id: str) -> None:
 
 
 def clean_stale_temporaries() -> int:
-    """Remove temporary roots left by interrupted writes; returns how many were removed."""
-    root = minari_root()
-    if not root.is_dir():
-        return 0
-    stale = list(root.glob(".seqrl-tmp-*"))
-    for p in stale:
-        shutil.rmtree(p, ignore_errors=True)
-    return len(stale)
+    """Remove temporary roots left by killed writes (not those of writes still running); returns how
+    many were removed."""
+    from seqrl.stale_files import remove_dead_leftovers
+
+    return remove_dead_leftovers(minari_root(), ".seqrl-tmp-")
 
 
 def check_id(dataset_id: str) -> None:

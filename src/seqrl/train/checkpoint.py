@@ -38,11 +38,18 @@ def checkpoint_path(run_dir_or_file: str | os.PathLike) -> Path:
 
 
 def save_checkpoint(state: dict, path: str | os.PathLike) -> Path:
-    """Write ``state`` to ``path`` atomically: a temporary file in the same folder, then a rename."""
+    """Write ``state`` to ``path`` atomically: a temporary file in the same folder, then a rename. The
+    temporary's name carries this process's id, so that a later save removes those of killed runs."""
+    from seqrl.stale_files import remove_dead_leftovers
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_dead_leftovers(path.parent, f".{path.name}.", ".tmp")      # of earlier writes that were killed
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)          # the mode of the run's other files, not mkstemp's 0600
         with os.fdopen(fd, "wb") as f:
             torch.save(state, f)
             f.flush()
