@@ -71,3 +71,14 @@ def test_minari_leftovers_of_killed_writes_are_removed_but_not_live_ones(isolate
         (isolated_minari_root / name).mkdir()
     assert minari_io.clean_stale_temporaries() == 2
     assert [p.name for p in isolated_minari_root.glob(".seqrl-tmp-*")] == [f".seqrl-tmp-{LIVE}-cd"]
+
+
+def test_shape_mismatch_names_the_first_mismatch_in_one_line():
+    from seqrl.train.checkpoint import shape_mismatch
+
+    try:
+        torch.nn.Linear(3, 5).load_state_dict(torch.nn.Linear(3, 4).state_dict())
+    except RuntimeError as exc:
+        message = shape_mismatch(exc)
+    assert "\n" not in message and message.startswith("size mismatch for weight")
+    assert "torch.Size([4, 3])" in message and message.endswith("(and 1 more)")

@@ -314,7 +314,9 @@ class CMTImprovement(_CMTBase):
         try:
             self.model.load_state_dict(pretrained)
         except RuntimeError as exc:
-            raise ConfigError(f"representation checkpoint of another shape: {str(exc).splitlines()[0]}") \
+            from seqrl.train.checkpoint import shape_mismatch
+
+            raise ConfigError(f"representation checkpoint of another shape: {shape_mismatch(exc)}") \
                 from None
         frozen = [self.model.encoder, self.model.generator, self.model.task_encoder]
         for part in filter(None, frozen):   # (a task encoder: meta-RL CMT with two prompts)

@@ -73,3 +73,13 @@ def load_checkpoint(run_dir_or_file: str | os.PathLike, map_location="cpu") -> d
     if not isinstance(state, dict) or "policy" not in state or "model" not in state:
         raise SeqrlError(f"'{path}' is not a seqrl checkpoint (no policy/model entries)")
     return state
+
+
+def shape_mismatch(exc: RuntimeError) -> str:
+    """torch's load_state_dict error in one line: its first mismatch, and how many more there are."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    details = lines[1:]
+    if not details:
+        return lines[0] if lines else str(exc)
+    more = f" (and {len(details) - 1} more)" if len(details) > 1 else ""
+    return details[0].rstrip(".") + more

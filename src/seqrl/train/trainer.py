@@ -32,7 +32,8 @@ import torch
 from seqrl.algos.base import Algorithm
 from seqrl.errors import ConfigError
 from seqrl.models.gpt import weight_decay_groups
-from seqrl.train.checkpoint import CHECKPOINT_DIR, LAST, load_checkpoint, save_checkpoint
+from seqrl.train.checkpoint import (CHECKPOINT_DIR, LAST, load_checkpoint, save_checkpoint,
+                                    shape_mismatch)
 
 
 @dataclass
@@ -179,7 +180,7 @@ class Trainer:
         try:
             self.model.load_state_dict(state["model"])
         except RuntimeError as exc:
-            raise ConfigError(f"checkpoint of another shape: {str(exc).splitlines()[0]}") from None
+            raise ConfigError(f"checkpoint of another shape: {shape_mismatch(exc)}") from None
         t = state["trainer"]
         self.optimizer.load_state_dict(t["optimizer"])
         self.scheduler.load_state_dict(t["scheduler"])
