@@ -41,8 +41,7 @@ def apply_overrides(config, overrides: list[str] | dict):
     known = {f.name: f for f in fields(config)}
     for key, value in items:
         if key not in known:
-            raise ConfigError(f"unknown setting '{key}' for {type(config).__name__} "
-                              f"(settings: {', '.join(sorted(known))})")
+            raise ConfigError(f"unknown setting '{key}' (settings: {', '.join(sorted(known))})")
         setattr(config, key, _convert(key, value, getattr(config, key), known[key].type))
     if "eval_precision" in known:  # checked now, not at the first evaluation
         from seqrl.policy import eval_dtype
