@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from seqrl.algos.base import Algorithm, OptimConfig
+from seqrl.algos.base import Algorithm, OptimConfig, check_settings
 from seqrl.data.sampler import SegmentSampler
 from seqrl.errors import ConfigError
 from seqrl.models.cmt import CMT, head_loss, info_nce
@@ -147,10 +147,7 @@ class CMTConfig(OptimConfig):
             raise ConfigError(f"prompt_source must be one of {PROMPT_SOURCES}, got '{self.prompt_source}'")
         if self.stored_prompt_rule not in STORED_PROMPTS:
             raise ConfigError(f"stored_prompt_rule must be one of {STORED_PROMPTS}, got '{self.stored_prompt_rule}'")
-        for key in ("context_len", "fragment_len", "prompt_len", "plan_horizon", "beam_width",
-                    "plan_candidates", "relabel_states", "plan_batch", "improve_steps"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}")
+        check_settings(self)   # the ranges every algorithm's settings share
 
 
 def model_kwargs(config: CMTConfig, obs_dim: int, act_dim: int) -> dict:
