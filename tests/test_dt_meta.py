@@ -325,7 +325,7 @@ def test_bench_meta_data_returns_weigh_every_held_out_task_the_same(monkeypatch)
     rewards = np.r_[np.ones(4), np.zeros(n - 4)]
     data = TrajectoryDataset(np.zeros((n, 2)), np.zeros((n, 2)), rewards, np.zeros(n, bool),
                              np.zeros(n, bool), offsets=np.r_[0, np.cumsum(lengths)], episode_tasks=tasks,
-                             metadata={"seqrl_task_family": "point-robot"})
+                             metadata={"seqrl_task_family": "point-robot", "seqrl_test_tasks": test})
     monkeypatch.setattr(seqrl.data.sources, "load_source", lambda name, **kw: data)
     got = _data_returns("point-robot")
     assert set(got) == {"point-robot", "point-robot-medium", "point-robot-expert"}

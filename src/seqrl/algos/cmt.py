@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from seqrl.algos.base import Algorithm, OptimConfig, check_settings
+from seqrl.algos.base import Algorithm, OptimConfig
 from seqrl.data.sampler import SegmentSampler
 from seqrl.errors import ConfigError
 from seqrl.models.cmt import CMT, head_loss, info_nce
@@ -147,7 +147,6 @@ class CMTConfig(OptimConfig):
             raise ConfigError(f"prompt_source must be one of {PROMPT_SOURCES}, got '{self.prompt_source}'")
         if self.stored_prompt_rule not in STORED_PROMPTS:
             raise ConfigError(f"stored_prompt_rule must be one of {STORED_PROMPTS}, got '{self.stored_prompt_rule}'")
-        check_settings(self)   # the ranges every algorithm's settings share
 
 
 def model_kwargs(config: CMTConfig, obs_dim: int, act_dim: int) -> dict:

@@ -86,7 +86,7 @@ def run_meta_bench(dataset: str, seeds, steps: int, rounds: int = 3, overrides=N
     for seed in seeds:
         for label, algo, settings in (variants if base else list(RUNS) + variants):
             own = list(overrides.get(label, []))
-            settings = settings + list(overrides.get("all", [])) + own
+            settings = _run_settings(label, settings, overrides)
             run_dir = Path(runs) / f"{label}-{dataset}-s{seed}"
             stage = {}
             if label in cmt_variants and improvement_only(own):
@@ -138,6 +138,11 @@ def run_meta_bench(dataset: str, seeds, steps: int, rounds: int = 3, overrides=N
     return result
 
 
+def _run_settings(label: str, settings: list, overrides: dict) -> list:
+    """A run's own settings, then those for all runs, then those for its label (``--set RUN:k=v``)."""
+    return settings + list(overrides.get("all", [])) + list(overrides.get(label, []))
+
+
 def _check_settings(runs, overrides: dict) -> None:
     """Every run's settings, checked before the first run trains (a bad key for the last run would
     otherwise show only after the others had trained)."""
@@ -146,9 +151,9 @@ def _check_settings(runs, overrides: dict) -> None:
     from seqrl.train.api import _meta_config
 
     for label, algo, settings in runs:
-        full = settings + list(overrides.get("all", [])) + list(overrides.get(label, []))
         try:
-            check_settings(apply_overrides(_meta_config(algo, get_algorithm(algo))(), full))
+            check_settings(apply_overrides(_meta_config(algo, get_algorithm(algo))(),
+                                           _run_settings(label, settings, overrides)))
         except ConfigError as exc:
             raise ConfigError(f"{label}: {exc}") from None
 
@@ -157,16 +162,10 @@ def _data_returns(dataset: str) -> dict:
     """Each quality level's return on the held-out tasks (what the contexts show): the mean over those
     tasks of each task's mean episode return, so that every task weighs the same, as in the meta-test
     (a plain episode mean would weigh a task by how many short episodes it has)."""
-    from seqrl.algos.meta import training_part
-    from seqrl.data.sources import load_source
+    from seqrl.data.sources import load_source, task_return_summary
 
-    out = {}
-    for level in ("", "-medium", "-expert"):
-        data = load_source(dataset + level, make_missing=True)
-        _, family = training_part(data)
-        per_task = [data.episode_returns[data.episode_tasks == t].mean() for t in family.test_ids]
-        out[dataset + level] = float(np.mean(per_task))
-    return out
+    return {dataset + level: task_return_summary(load_source(dataset + level, make_missing=True))
+            ["test_task_mean_return"] for level in ("", "-medium", "-expert")}
 
 
 def _load_baselines(path: str, dataset: str, steps: int, rounds: int, seeds) -> dict:
