@@ -13,6 +13,10 @@ the medium and replay actors shipped first.
 
 With --family the policy is privileged (meta-RL families, seqrl.envs.tasks.PrivilegedTasks): it sees the
 task vector after the observation, and every episode runs a task drawn from the family's distribution.
+With --family and --task ID it is a per-task expert instead (as Prompt-DT's and FOCAL's data): every
+episode runs the family's task ID, and the policy sees the plain observation.
+
+    python scripts/train_behaviour.py --family hopper-params --task 33 --steps 60000 --out behaviour_runs/hp-33
 
 Every --snapshot-every steps it saves the actor (seqrl's safetensors layout, see
 seqrl/policies/actor.py) and evaluates it for --eval-episodes episodes with *sampled* actions (the way
@@ -53,6 +57,8 @@ def main() -> None:
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--env", help="single-task environment (hopper, halfcheetah, walker2d, ant)")
     which.add_argument("--family", help="meta-RL task family (cheetah-vel, point-robot, ...)")
+    parser.add_argument("--task", type=int, default=None,
+                        help="with --family: train a per-task expert on this task id (plain observations)")
     parser.add_argument("--steps", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--snapshot-every", type=int, default=20_000)
@@ -63,6 +69,8 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument("--resume", action="store_true", help="continue from OUT's last snapshot")
     args = parser.parse_args()
+    if args.task is not None and not args.family:
+        parser.error("--task needs --family")
 
     if args.cpu is not None:
         os.sched_setaffinity(0, {args.cpu})
@@ -84,8 +92,12 @@ def main() -> None:
 
         family = get_family(args.family)
         env_id = family.gym_id
+        if args.task is not None:
+            family.kwargs(args.task)  # an unknown task id stops here with the family's range
 
         def make(seed):
+            if args.task is not None:
+                return family.make(args.task)
             return PrivilegedTasks(family, seed=seed)
     else:
         env_id = gym_id(args.env)
@@ -103,7 +115,8 @@ def main() -> None:
 
     def snapshot(model, step: int, save_model: bool) -> None:
         path = out / f"actor_{step:07d}.safetensors"
-        export_actor(model, args.trainer, path, env_id, step, {"seed": args.seed})
+        export_actor(model, args.trainer, path, env_id, step,
+                     {"seed": args.seed, **({"task": args.task} if args.task is not None else {})})
         returns = evaluate(load_actor(path), args.eval_episodes, seed=10_000 + step)
         line = {"step": step, "return_mean": float(np.mean(returns)),
                 "return_std": float(np.std(returns)), "seconds": round(time.time() - t0, 1)}

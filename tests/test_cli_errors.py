@@ -185,3 +185,11 @@ def test_bench_meta_variant_needs_a_name(capsys):
     for label in ("cmt-", "cmt-a/b", "x-1"):
         assert_one_line_error(capsys, ["bench", "meta", "point-robot", "--cmt-variant", label],
                               "--cmt-variant names a new CMT run")
+
+
+def test_sizes_too_large_for_memory_are_a_user_error(capsys, tmp_path):
+    # The first weight matrix alone (11 x 2^33 floats) is 352 GiB: refused at once, no OOM killer.
+    data = str(save_d4rl(make_dataset([30, 30], obs_dim=11, act_dim=3), tmp_path / "d.hdf5"))
+    assert_one_line_error(capsys, ["train", "dt", "--dataset", data, "--steps", "1", "--eval-episodes", "0",
+                                   "--no-progress", "--out", str(tmp_path / "run"), "--set", "embed_dim=8589934592"],
+                          "error: out of memory (tried to allocate", "lower batch_size")

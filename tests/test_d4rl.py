@@ -54,9 +54,12 @@ def test_environment_unknown_gives_null_score_and_env_flag_fixes_it(tmp_path, ca
     write_by_hand(path)
     assert main(["data", "info", str(path), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["normalized_return_mean"] is None
-    assert main(["data", "info", str(path), "--json", "--env", "walker2d"]) == 0
+    assert main(["data", "info", str(path), "--json", "--env", "hopper"]) == 0
     score = json.loads(capsys.readouterr().out)["normalized_return_mean"]
-    assert score == pytest.approx(100 * (15.0 - 1.629008) / (4592.3 - 1.629008))
+    assert score == pytest.approx(100 * (15.0 + 20.272305) / (3234.3 + 20.272305))
+    # an environment of other dimensions is refused, not scored against
+    assert main(["data", "info", str(path), "--json", "--env", "walker2d"]) == 2
+    assert "error: environment Walker2d-v5 has obs_dim 17 and act_dim 6" in capsys.readouterr().err
 
 
 def test_round_trip_d4rl_seqrl_d4rl(tmp_path):

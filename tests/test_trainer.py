@@ -308,3 +308,24 @@ def test_bf16_training_on_a_cpu_without_bf16_instructions_warns(hopper_file, tmp
         warnings.simplefilter("error", UserWarning)
         train("bc", hopper_file, steps=2, eval_episodes=0, out=tmp_path / "fp32", progress=False,
               overrides=["hidden_dim=8"])
+
+
+def test_resume_rewrites_a_damaged_config_and_drops_a_half_written_metrics_row(hopper_file, tmp_path, capsys):
+    out = tmp_path / "run"
+    kwargs = dict(eval_episodes=0, out=out, overrides=TINY, log_every=5, checkpoint_every=5, progress=False)
+    train("dt", hopper_file, steps=10, **kwargs)
+    good = json.loads((out / "config.json").read_text())
+    (out / "config.json").write_text('{"run": {"seed": 9')              # cut short
+    with open(out / "metrics.csv", "a") as f:
+        f.write("15,0.1")                                               # a row killed mid-write
+    train("dt", hopper_file, steps=15, resume=True, **kwargs)
+    assert "config.json' was unreadable; rewritten" in capsys.readouterr().err
+    rewritten = json.loads((out / "config.json").read_text())
+    assert rewritten["algo"] == good["algo"] and rewritten["run"]["steps"] == 15
+    assert [r["step"] for r in _rows(out)] == ["5", "10", "15"]
+    assert all(r["loss"] for r in _rows(out))
+
+    (out / "metrics.csv").unlink()
+    train("dt", hopper_file, steps=20, resume=True, **kwargs)
+    assert "metrics.csv' is missing" in capsys.readouterr().err
+    assert [r["step"] for r in _rows(out)] == ["20"]

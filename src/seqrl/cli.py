@@ -31,6 +31,10 @@ def cmd_data_info(args) -> int:
     from seqrl.data.sources import dataset_info, load_source, reference_for
 
     dataset = load_source(args.source, env=args.env)
+    if args.env:   # a reference score of another environment would be meaningless
+        from seqrl.envs.registry import check_spaces
+
+        check_spaces(args.env, dataset.obs_dim, dataset.act_dim, "data")
     info = dataset_info(dataset)
     if args.json:
         print(json.dumps(info))
@@ -633,6 +637,22 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
     return f"warning: {message}\n"
 
 
+def _out_of_memory(exc: BaseException) -> bool:
+    """A failed allocation (CPU or GPU): sizes too large for the machine, not a bug."""
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return True
+    return isinstance(exc, RuntimeError) and ("can't allocate memory" in str(exc)
+                                              or "out of memory" in str(exc).lower())
+
+
+def _requested(exc: BaseException) -> str:
+    """' (tried to allocate 9.8 GB)' when the allocator said how much, else ''."""
+    import re
+
+    found = re.search(r"allocate (\d+) bytes", str(exc))
+    return f" (tried to allocate {int(found.group(1)) / 1e9:.1f} GB at once)" if found else ""
+
+
 def main(argv: list[str] | None = None) -> int:
     import warnings
 
@@ -657,6 +677,11 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bug in seqrl: still one line unless asked for the traceback
         if os.environ.get("SEQRL_DEBUG"):
             raise
+        if _out_of_memory(exc):
+            print(f"error: out of memory{_requested(exc)}: lower batch_size, context_len, prompt_len or the "
+                  f"model's size (embed_dim, num_layers) with --set, or use a machine with more memory",
+                  file=sys.stderr)
+            return 2
         msg = " ".join(str(exc).split())[:300]
         print(f"error: internal error ({type(exc).__name__}: {msg}); rerun with SEQRL_DEBUG=1 for the "
               f"traceback and please report it", file=sys.stderr)

@@ -188,13 +188,34 @@ class Trainer:
         self.last_evals = t.get("last_evals", [])
         torch.set_rng_state(t["torch_rng"])
         self.algo.load_state_dict(t["algo"])
-        # forget what the interrupted process logged after this checkpoint
+        self._restore_config_record(stored)
+        # forget what the interrupted process logged after this checkpoint (and a half-written last row)
         metrics = self.run_dir / "metrics.csv"
-        with metrics.open() as f:
-            rows = list(csv.reader(f))
-        kept = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= self.step]
+        if metrics.is_file():
+            with metrics.open() as f:
+                rows = list(csv.reader(f))[1:]
+        else:
+            print(f"warning: '{metrics}' is missing; its rows up to step {self.step} are lost, later ones "
+                  f"are written to a new one", file=sys.stderr)
+            rows = []
+        kept = [self.columns] + [r for r in rows if len(r) == len(self.columns) and r[0].isdigit()
+                                 and int(r[0]) <= self.step]
         atomic_write_text(metrics, "".join(",".join(r) + "\n" for r in kept))
         self.purge_step = self.step + 1
+
+    def _restore_config_record(self, stored: dict) -> None:
+        """config.json is the readable copy of the run's settings; resuming trusts the checkpoint's.
+        Rewrite it with the resumed run's settings (the checkpoint's, with this call's steps and
+        evaluation options), saying so when it was missing, unreadable or edited."""
+        path = self.run_dir / "config.json"
+        try:
+            current = json.loads(path.read_text())
+        except (OSError, ValueError):
+            current = None
+        if current != json.loads(json.dumps(stored)):   # as JSON reads it back (tuples become lists)
+            state = "missing" if not path.exists() else "unreadable" if current is None else "edited"
+            print(f"warning: '{path}' was {state}; rewritten from the checkpoint", file=sys.stderr)
+        atomic_write_text(path, json.dumps(self.config_record, indent=2) + "\n")
 
     def _checkpoint(self) -> None:
         self.algo.prepare_policy()
