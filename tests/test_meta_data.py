@@ -108,3 +108,43 @@ def test_task_sensitivity_benchmark_finds_that_the_point_robot_expert_reads_its_
     assert len(result["per_task"]) == len(get_family("point-robot").test_ids)
     assert means["true"] > max(means["nominal"], means["other"], means["random"])
     assert result["gain_lost_by_other"] > 0.5
+
+
+def test_per_task_expert_cross_evaluation_finds_experts_that_only_fit_their_own_task():
+    """benchmarks/meta_per_task_experts.py on hand-made point-robot experts (each steers to its own
+    goal): every task's own expert is the best one there, and another task's loses most of the gain."""
+    import importlib.util
+    from pathlib import Path
+
+    from seqrl.policies.actor import Actor
+
+    path = Path(__file__).parents[1] / "benchmarks" / "meta_per_task_experts.py"
+    spec = importlib.util.spec_from_file_location("meta_per_task_experts", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    family = get_family("point-robot")
+    split = np.vstack([np.eye(2), -np.eye(2)]).astype(np.float32)      # hidden = [relu(x), relu(-x)]
+    low, high = np.full(2, -1, np.float32), np.full(2, 1, np.float32)
+
+    def steering(goal, gain=5.0):       # action = tanh(gain * (goal - position))
+        return Actor(hidden=[(split, np.zeros(4, np.float32))],
+                     mu=(gain * np.hstack([-np.eye(2), np.eye(2)]).astype(np.float32),
+                         (gain * goal).astype(np.float32)),
+                     log_std=(np.zeros((2, 4), np.float32), np.full(2, -20, np.float32)),
+                     action_low=low, action_high=high)
+
+    def random():
+        return Actor(hidden=[(split, np.zeros(4, np.float32))], mu=(np.zeros((2, 4), np.float32),
+                     np.zeros(2, np.float32)), log_std=(np.zeros((2, 4), np.float32), np.zeros(2, np.float32)),
+                     action_low=low, action_high=high)
+
+    tasks = family.test_ids[:3]
+    experts = {t: steering(family.task_vector(t)) for t in tasks}
+    result = module.cross_evaluate(family, experts, {t: random() for t in tasks}, episodes=2)
+    assert result["own_is_best"] == 3
+    assert result["mean"]["own"] > result["mean"]["other"] > result["mean"]["random"]
+    assert result["gain_lost_by_other"] > 0.3
+    # and an expert that ignores its task (every task gets the same one) is caught: nothing lost
+    same = steering(family.task_vector(tasks[0]))
+    flat = module.cross_evaluate(family, {t: same for t in tasks}, {t: random() for t in tasks}, episodes=2)
+    assert flat["gain_lost_by_other"] == pytest.approx(0.0, abs=1e-9)
