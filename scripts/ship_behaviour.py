@@ -13,6 +13,15 @@ whose initial actor is re-created from the same seed), the replay series is ever
 initial actor up to and including the medium one, and the expert (optional) comes from the same run.
 With --expert-run alone, only the expert is replaced, by a snapshot of another run: the shipped
 random, medium and replay actors and their manifest entries stay as they are.
+
+With --family and --per-task-runs DIR (one `train_behaviour.py --family F --task ID` run per task in
+DIR/<task id>, every task of the family), the family's datasets come from per-task experts: each task's
+medium and expert snapshots ship as per_task/<id>_medium and per_task/<id>_expert, one random actor (the
+first task's step-0 snapshot) serves every task, and the manifest's "per_task" entry lists them. The
+privileged actors and their entries stay (benchmarks/meta_task_sensitivity.py reads them).
+
+    python scripts/ship_behaviour.py --family hopper-params --per-task-runs behaviour_runs/hopper-params-per-task \
+        --medium-step 5000 --expert-step 40000
 """
 
 from __future__ import annotations
@@ -56,8 +65,14 @@ def main() -> None:
     parser.add_argument("--medium-step", type=int)
     parser.add_argument("--expert-run", help="take the expert from this run instead of --run")
     parser.add_argument("--expert-step", type=int, default=None)
+    parser.add_argument("--per-task-runs", help="with --family: folder of per-task runs (one per task id)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    if args.per_task_runs:
+        if not (args.family and args.medium_step is not None and args.expert_step is not None):
+            parser.error("--per-task-runs needs --family, --medium-step and --expert-step")
+        ship_per_task(args.family, Path(args.per_task_runs), args.medium_step, args.expert_step)
+        return
     if args.run and args.medium_step is None:
         parser.error("--run needs --medium-step")
     if not args.run and not (args.expert_run and args.expert_step is not None):
@@ -134,6 +149,46 @@ def main() -> None:
                             expert_train_command=train_command(flag, expert_run, expert_log, args.seed))
     (dest / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     print(f"shipped {len(list(dest.glob('*.safetensors')))} actors to {dest}")
+
+
+def ship_per_task(family_name: str, runs: Path, medium_step: int, expert_step: int) -> None:
+    from seqrl.envs.tasks import get_family
+
+    family = get_family(family_name)
+    dest = Path(__file__).resolve().parent.parent / "src" / "seqrl" / "policies" / family_name
+    manifest = json.loads((dest / "manifest.json").read_text())
+    folder = dest / "per_task"
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    tasks = list(range(len(family.tasks)))
+    missing = [t for t in tasks if not (runs / str(t) / f"actor_{expert_step:07d}.safetensors").is_file()]
+    if missing:
+        raise SystemExit(f"error: no snapshot at step {expert_step} for tasks {missing} in {runs}")
+    random = "per_task/random.safetensors"
+    shutil.copy2(runs / str(tasks[0]) / "actor_0000000.safetensors", dest / random)
+    entries = {}
+    for t in tasks:
+        log = read_log(runs / str(t))
+        entry = {"random": random}
+        for level, step in (("medium", medium_step), ("expert", expert_step)):
+            file = f"per_task/{t}_{level}.safetensors"
+            shutil.copy2(runs / str(t) / f"actor_{step:07d}.safetensors", dest / file)
+            entry[level] = file
+            entry[f"{level}_eval"] = evaluation(log, [step]).popitem()[1]
+        entry["replay"] = [random, entry["medium"]]
+        entries[str(t)] = entry
+    from seqrl.policies.actor import load_actor
+
+    first = runs / str(tasks[0])
+    arch = " ".join(str(w.shape[0]) for w, _ in load_actor(dest / entries[str(tasks[0])]["expert"]).hidden)
+    command = train_command(f"--family {family_name} --task ID --net-arch {arch}", first, read_log(first), 0)
+    manifest["per_task"] = entries
+    manifest["per_task_train_command"] = command.replace(str(first), f"{runs}/ID")
+    manifest["per_task_medium_step"], manifest["per_task_expert_step"] = medium_step, expert_step
+    (dest / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    size = sum(f.stat().st_size for f in folder.iterdir())
+    print(f"shipped per-task actors of {len(tasks)} tasks to {folder} ({size / 1e6:.1f} MB)")
 
 
 if __name__ == "__main__":

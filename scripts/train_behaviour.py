@@ -16,7 +16,11 @@ task vector after the observation, and every episode runs a task drawn from the 
 With --family and --task ID it is a per-task expert instead (as Prompt-DT's and FOCAL's data): every
 episode runs the family's task ID, and the policy sees the plain observation.
 
-    python scripts/train_behaviour.py --family hopper-params --task 33 --steps 60000 --out behaviour_runs/hp-33
+    python scripts/train_behaviour.py --family hopper-params --task 33 --steps 40000 --net-arch 64 64 \
+        --out behaviour_runs/hopper-params-per-task/33
+
+--net-arch sets the hidden layers of actor and critics (SAC's default is 256 256): per-task experts
+use 64 64, so that forty of them ship in about 2 MB.
 
 Every --snapshot-every steps it saves the actor (seqrl's safetensors layout, see
 seqrl/policies/actor.py) and evaluates it for --eval-episodes episodes with *sampled* actions (the way
@@ -59,6 +63,8 @@ def main() -> None:
     which.add_argument("--family", help="meta-RL task family (cheetah-vel, point-robot, ...)")
     parser.add_argument("--task", type=int, default=None,
                         help="with --family: train a per-task expert on this task id (plain observations)")
+    parser.add_argument("--net-arch", type=int, nargs="+", default=None, metavar="UNITS",
+                        help="hidden layer sizes of actor and critics (default SAC's 256 256)")
     parser.add_argument("--steps", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--snapshot-every", type=int, default=20_000)
@@ -166,7 +172,8 @@ def main() -> None:
         print(f"resuming {out} at step {done}", flush=True)
         model.learn(args.steps - done, callback=Snapshots(), reset_num_timesteps=False)
     else:
-        model = SAC("MlpPolicy", env, seed=args.seed, verbose=0, device="cpu")
+        policy_kwargs = {"net_arch": list(args.net_arch)} if args.net_arch else None
+        model = SAC("MlpPolicy", env, seed=args.seed, verbose=0, device="cpu", policy_kwargs=policy_kwargs)
         (out / "trainer.txt").write_text(args.trainer + "\n")
         snapshot(model, 0, save_model=False)  # the random actor of the random recipe
         model.learn(args.steps, callback=Snapshots())

@@ -110,41 +110,85 @@ def test_task_sensitivity_benchmark_finds_that_the_point_robot_expert_reads_its_
     assert result["gain_lost_by_other"] > 0.5
 
 
+def steering_actor(goal, gain=5.0, log_std=-20.0):
+    """A hand-made point-robot actor (plain 2-D observation): action = tanh(gain * (goal - position)),
+    sampled with that log-std (gain 0, log-std 0: a random actor)."""
+    from seqrl.policies.actor import Actor
+
+    split = np.vstack([np.eye(2), -np.eye(2)]).astype(np.float32)      # hidden = [relu(x), relu(-x)]
+    return Actor(hidden=[(split, np.zeros(4, np.float32))],
+                 mu=(gain * np.hstack([-np.eye(2), np.eye(2)]).astype(np.float32),
+                     (gain * np.asarray(goal)).astype(np.float32)),
+                 log_std=(np.zeros((2, 4), np.float32), np.full(2, log_std, np.float32)),
+                 action_low=np.full(2, -1, np.float32), action_high=np.full(2, 1, np.float32))
+
+
+def random_point_actor():
+    return steering_actor((0.0, 0.0), gain=0.0, log_std=0.0)
+
+
 def test_per_task_expert_cross_evaluation_finds_experts_that_only_fit_their_own_task():
     """benchmarks/meta_per_task_experts.py on hand-made point-robot experts (each steers to its own
     goal): every task's own expert is the best one there, and another task's loses most of the gain."""
     import importlib.util
     from pathlib import Path
 
-    from seqrl.policies.actor import Actor
-
     path = Path(__file__).parents[1] / "benchmarks" / "meta_per_task_experts.py"
     spec = importlib.util.spec_from_file_location("meta_per_task_experts", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     family = get_family("point-robot")
-    split = np.vstack([np.eye(2), -np.eye(2)]).astype(np.float32)      # hidden = [relu(x), relu(-x)]
-    low, high = np.full(2, -1, np.float32), np.full(2, 1, np.float32)
-
-    def steering(goal, gain=5.0):       # action = tanh(gain * (goal - position))
-        return Actor(hidden=[(split, np.zeros(4, np.float32))],
-                     mu=(gain * np.hstack([-np.eye(2), np.eye(2)]).astype(np.float32),
-                         (gain * goal).astype(np.float32)),
-                     log_std=(np.zeros((2, 4), np.float32), np.full(2, -20, np.float32)),
-                     action_low=low, action_high=high)
-
-    def random():
-        return Actor(hidden=[(split, np.zeros(4, np.float32))], mu=(np.zeros((2, 4), np.float32),
-                     np.zeros(2, np.float32)), log_std=(np.zeros((2, 4), np.float32), np.zeros(2, np.float32)),
-                     action_low=low, action_high=high)
-
     tasks = family.test_ids[:3]
-    experts = {t: steering(family.task_vector(t)) for t in tasks}
-    result = module.cross_evaluate(family, experts, {t: random() for t in tasks}, episodes=2)
+    experts = {t: steering_actor(family.task_vector(t)) for t in tasks}
+    randoms = {t: random_point_actor() for t in tasks}
+    result = module.cross_evaluate(family, experts, randoms, episodes=2)
     assert result["own_is_best"] == 3
     assert result["mean"]["own"] > result["mean"]["other"] > result["mean"]["random"]
     assert result["gain_lost_by_other"] > 0.3
     # and an expert that ignores its task (every task gets the same one) is caught: nothing lost
-    same = steering(family.task_vector(tasks[0]))
-    flat = module.cross_evaluate(family, {t: same for t in tasks}, {t: random() for t in tasks}, episodes=2)
+    same = steering_actor(family.task_vector(tasks[0]))
+    flat = module.cross_evaluate(family, {t: same for t in tasks}, randoms, episodes=2)
     assert flat["gain_lost_by_other"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_per_task_behaviour_manifest_makes_each_task_from_its_own_actors(tmp_path):
+    """A manifest with ``per_task`` (per-task experts on plain observations): every task's episodes
+    come from that task's actors; a task without actors is a one-line error."""
+    from seqrl.data.meta_recipes import generate_meta
+    from seqrl.errors import DatasetError
+    from seqrl.policies.actor import save_actor
+
+    family = get_family("point-robot")
+    root = tmp_path / "policies"
+    (root / "point-robot").mkdir(parents=True)
+    save_actor(random_point_actor(), root / "point-robot" / "random.safetensors")
+    per_task = {}
+    for t in range(len(family.tasks)):
+        # the "expert" of task t steers to its goal; the "medium" one to the goal of the next task
+        save_actor(steering_actor(family.task_vector(t)), root / "point-robot" / f"expert_{t}.safetensors")
+        save_actor(steering_actor(family.task_vector((t + 1) % len(family.tasks))),
+                   root / "point-robot" / f"medium_{t}.safetensors")
+        per_task[str(t)] = {"random": "random.safetensors", "medium": f"medium_{t}.safetensors",
+                            "expert": f"expert_{t}.safetensors",
+                            "replay": ["random.safetensors", f"medium_{t}.safetensors"]}
+    manifest = {"env_id": "seqrl/PointRobot-v0", "per_task": per_task}
+    (root / "point-robot" / "manifest.json").write_text(json.dumps(manifest))
+
+    expert = generate_meta("point-robot-expert", steps=2 * 20 * len(family.tasks), seed=0,
+                           policy_root=root, progress=False)
+    assert expert.num_episodes == 2 * len(family.tasks)
+    for e in range(expert.num_episodes):
+        task = int(expert.episode_tasks[e])
+        final = expert.episode(e)["observations"][-1]
+        goals = np.stack([family.task_vector(t) for t in range(len(family.tasks))])
+        assert int(np.argmin(np.linalg.norm(goals - final, axis=1))) == task   # ends at its own goal
+    mixed = generate_meta("point-robot", steps=3 * 20 * len(family.tasks), seed=0, policy_root=root,
+                          progress=False)
+    used = mixed.metadata["seqrl_policies"]
+    assert {u["file"] for u in used if u["task"] == 7} == {"random.safetensors", "medium_7.safetensors",
+                                                           "expert_7.safetensors"}
+
+    del per_task["7"]
+    (root / "point-robot" / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(DatasetError, match=r"lacks tasks \[7\]"):
+        generate_meta("point-robot-expert", steps=2 * 20 * len(family.tasks), policy_root=root, progress=False)

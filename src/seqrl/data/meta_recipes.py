@@ -1,9 +1,11 @@
-"""Multi-task datasets for offline meta-RL, generated from privileged behaviour policies.
+"""Multi-task datasets for offline meta-RL, generated from privileged or per-task behaviour policies.
 
 A family's behaviour policy (``seqrl/policies/<family>/``, trained once per family with
 ``scripts/train_behaviour.py --family``; ant-dir's are the single-task Ant actors in a frame turned to
 the task's direction, ``policies/turned_ant.py``) sees the task vector after the observation; the datasets hold
-only the observation (the task stays hidden) and record each episode's task id. Every task of the
+only the observation (the task stays hidden) and record each episode's task id. A manifest with
+``per_task`` names one set of actors per task instead (per-task SAC experts on plain observations,
+``scripts/train_behaviour.py --family F --task ID``, as Prompt-DT's and FOCAL's data). Every task of the
 family, training and held-out, gets the same number of steps; training code keeps the held-out tasks'
 episodes out of training and out of the normalisation statistics (they serve as few-shot context only).
 
@@ -105,30 +107,51 @@ def generate_meta(name: str, steps: int | None = None, seed: int = 0, num_envs: 
     family_name, level = split_meta_name(name)
     family = FAMILIES[family_name]
     manifest = load_manifest(family.behaviour_family, policy_root)
-    files = level_policies(manifest, family.behaviour_family, level)
     task_ids = list(range(len(family.tasks)))
+    # Per-task experts (manifest "per_task": task id -> that task's levels, plain observations) or
+    # one privileged policy for every task (it reads the task vector after the observation).
+    per_task_behaviour = manifest.get("per_task")
+    if per_task_behaviour is not None:
+        missing = [t for t in task_ids if str(t) not in per_task_behaviour]
+        if missing:
+            raise DatasetError(f"the per-task behaviour of '{family_name}' lacks tasks {missing}")
+        files_of = {t: level_policies(per_task_behaviour[str(t)], family.behaviour_family, level)
+                    for t in task_ids}
+    else:
+        files = level_policies(manifest, family.behaviour_family, level)
+        files_of = {t: files for t in task_ids}
     # Budgets in whole episodes (of the time limit's length) per task, split evenly over the snapshots.
     per_task = steps_per_task(family_name) if steps is None else steps // len(task_ids)
     episodes = per_task // family.episode_steps
-    if episodes < len(files):
-        raise ConfigError(f"{name} needs at least {len(files) * len(task_ids) * family.episode_steps} "
+    most = max(len(f) for f in files_of.values())
+    if episodes < most:
+        raise ConfigError(f"{name} needs at least {most * len(task_ids) * family.episode_steps} "
                           f"steps (one {family.episode_steps}-step episode per task and snapshot), "
                           f"got {steps}")
-    shares = np.full(len(files), episodes // len(files))
-    shares[: episodes % len(files)] += 1
-    shares *= family.episode_steps
-    actors = [behaviour_actor(manifest, f) for f in files]
-    blocks = []
+    loaded = {}
+
+    def actor_of(file):
+        if file not in loaded:
+            loaded[file] = behaviour_actor(manifest, file)
+        return loaded[file]
+
+    blocks, used = [], []
     with tqdm(total=per_task * len(task_ids), unit="step", desc=f"making {name}", disable=not progress,
               file=sys.stderr, dynamic_ncols=True) as bar:
         for task in task_ids:
-            vector = family.task_vector(task)
-            for index, (actor, share) in enumerate(zip(actors, shares)):
+            files = files_of[task]
+            shares = np.full(len(files), episodes // len(files))
+            shares[: episodes % len(files)] += 1
+            shares *= family.episode_steps
+            vector = family.task_vector(task) if per_task_behaviour is None else np.zeros(0, np.float32)
+            for index, (file, share) in enumerate(zip(files, shares)):
+                actor = actor_of(file)
+                used.append((task, file, int(share)))
                 block_seed = seed * 1_000_003 + task * 10_007 + index * 101
                 rng = np.random.default_rng(block_seed)
 
-                def policy(obs, a=actor, r=rng):
-                    return a.act(np.concatenate([obs, np.broadcast_to(vector, (len(obs), len(vector)))],
+                def policy(obs, a=actor, r=rng, v=vector):
+                    return a.act(np.concatenate([obs, np.broadcast_to(v, (len(obs), len(v)))],
                                                 axis=1), r)
 
                 block = collect(family.gym_id, policy, int(share), seed=block_seed,
@@ -143,7 +166,9 @@ def generate_meta(name: str, steps: int | None = None, seed: int = 0, num_envs: 
         "seqrl_task_family": family_name, "seqrl_level": level,
         "seqrl_train_tasks": family.train_ids, "seqrl_test_tasks": family.test_ids,
         "seqrl_tasks": [family.kwargs(t) for t in task_ids],
-        "seqrl_policies": [{"file": f, "steps_per_task": int(n)} for f, n in zip(files, shares)],
+        "seqrl_policies": ([{"file": f, "steps_per_task": n} for t, f, n in used if t == task_ids[0]]
+                           if per_task_behaviour is None else
+                           [{"task": t, "file": f, "steps": n} for t, f, n in used]),
         "seqrl_content_sha256": content_hash(dataset),
     }
     return dataset
