@@ -2,7 +2,8 @@
 
     python scripts/train_behaviour.py --family hopper-params --task 33 --steps 60000 --out behaviour_runs/hp-task/33
     ... (one run per task)
-    python benchmarks/meta_per_task_experts.py hopper-params --runs behaviour_runs/hp-task --step 60000
+    python benchmarks/meta_per_task_experts.py hopper-params --runs behaviour_runs/hopper-params-per-task \
+        --step 40000 --tasks 30 31 32 33 34 35 36 37 38 39
 
 Prompt-DT's and FOCAL's params data come from one SAC expert per task, where this project's shipped
 behaviour policy is one privileged expert for the whole family (``scripts/train_behaviour.py
@@ -81,6 +82,8 @@ def main() -> None:
     parser.add_argument("family")
     parser.add_argument("--runs", required=True, help="folder with one train_behaviour.py --task run per task")
     parser.add_argument("--step", type=int, required=True, help="the snapshot (train step) to evaluate")
+    parser.add_argument("--tasks", type=int, nargs="+", default=None,
+                        help="cross-evaluate only these task ids (default: every run in --runs)")
     parser.add_argument("--episodes", type=int, default=5, help="episodes per task and expert")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--name", default=None, help="results name (default meta-per-task-experts-FAMILY)")
@@ -89,6 +92,8 @@ def main() -> None:
     family = get_family(args.family)
     runs = sorted((p for p in Path(args.runs).iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
     experts, randoms = {}, {}
+    if args.tasks is not None:
+        runs = [run for run in runs if int(run.name) in set(args.tasks)]
     for run in runs:
         snapshot = run / f"actor_{args.step:07d}.safetensors"
         if snapshot.is_file():
