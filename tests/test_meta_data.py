@@ -20,6 +20,7 @@ def test_names():
     assert split_meta_name("point-robot-sparse-expert") == ("point-robot-sparse", "expert")
     assert split_meta_name("hopper-medium") is None and split_meta_name("cheetah-vel-replay") is None
     assert minari_id_for("ant-dir-medium") == "seqrl/ant-dir/medium-v0"
+    assert minari_id_for("hopper-params") == "seqrl/hopper-params/mixed-v1"   # per-task experts since v1
     assert all(split_meta_name(n) for n in META_DATASET_NAMES)
 
 
@@ -91,6 +92,15 @@ def test_shipped_family_actors_take_observation_and_task_vector(family_name):
                                                      np.random.default_rng(0))
         assert action.shape == (2, act_dim)
         assert np.all(np.abs(action) <= env.action_space.high)
+    # per-task experts (where they ship): one set for every task, acting on the plain observation
+    per_task = manifest.get("per_task")
+    if per_task is not None:
+        assert sorted(map(int, per_task)) == list(range(len(family.tasks)))
+        for entry in per_task.values():
+            for name in sorted({entry["random"], entry["medium"], entry["expert"], *entry["replay"]}):
+                action = behaviour_actor(manifest, name).act(np.zeros((2, obs_dim), np.float32),
+                                                             np.random.default_rng(0))
+                assert action.shape == (2, act_dim)
 
 
 def test_task_sensitivity_benchmark_finds_that_the_point_robot_expert_reads_its_goal():

@@ -329,3 +329,25 @@ def test_resume_rewrites_a_damaged_config_and_drops_a_half_written_metrics_row(h
     train("dt", hopper_file, steps=20, resume=True, **kwargs)
     assert "metrics.csv' is missing" in capsys.readouterr().err
     assert [r["step"] for r in _rows(out)] == ["20"]
+
+
+def test_a_run_on_data_whose_contents_changed_is_neither_resumed_nor_reused(tmp_path):
+    """Same dataset name, other contents (remade, or a new version): --resume refuses, and a benchmark
+    does not take the finished run as its own."""
+    from conftest import make_dataset
+    from seqrl.bench.quality import train_or_reuse
+    from seqrl.data.d4rl import save_d4rl
+
+    data = tmp_path / "hopper_mine.hdf5"
+    save_d4rl(make_dataset([30, 30], obs_dim=11, act_dim=3, seed=0), data)
+    kwargs = dict(eval_episodes=0, overrides=TINY, progress=False)
+    out = tmp_path / "run"
+    train("dt", str(data), steps=4, out=out, **kwargs)
+    assert json.loads((out / "config.json").read_text())["run"]["dataset_sha256"]
+    assert train_or_reuse(out, "dt", str(data), steps=4, **kwargs)["steps"] == 4     # same data: reused
+
+    save_d4rl(make_dataset([30, 30], obs_dim=11, act_dim=3, seed=1), data, overwrite=True)   # remade: other contents
+    with pytest.raises(ConfigError, match="dataset's contents"):
+        train("dt", str(data), steps=8, out=out, resume=True, **kwargs)
+    with pytest.raises(ConfigError, match="trained on other contents"):
+        train_or_reuse(out, "dt", str(data), steps=4, **kwargs)

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from seqrl.bench.machine import git_commit, machine_info, write_result
+from seqrl.errors import ConfigError
 
 
 def _time_to_score(run_dir: Path, threshold: float) -> dict | None:
@@ -42,9 +43,23 @@ def train_or_reuse(run_dir: Path, algo: str, dataset: str, steps: int, **train_k
     summary_file = run_dir / "summary.json"
     summary = json.loads(summary_file.read_text()) if summary_file.exists() else None
     if summary is not None and summary.get("representation", summary)["steps"] == steps:
+        _check_same_data(summary, run_dir, dataset)
         return summary
     resume = any((run_dir / sub / "checkpoints" / "last.pt").exists() for sub in ("", "representation"))
     return train(algo, dataset, steps=steps, out=run_dir, resume=resume, **train_kwargs)
+
+
+def _check_same_data(summary: dict, run_dir: Path, dataset: str) -> None:
+    """ConfigError when a finished run was trained on other contents than ``dataset`` holds now (a
+    dataset remade with other settings or a newer version under the same name). Runs from before
+    the hash was recorded are taken as they are."""
+    from seqrl.data.sources import load_source
+    from seqrl.train.api import dataset_sha256
+
+    stored = summary.get("config", {}).get("run", {}).get("dataset_sha256")
+    if stored is not None and stored != dataset_sha256(load_source(dataset, make_missing=True)):
+        raise ConfigError(f"'{run_dir}' was trained on other contents of '{dataset}' than it holds now "
+                          f"(remade, or another version): move the run away or pass another --runs")
 
 
 def run_quality(algos, datasets, seeds, steps: int, eval_every: int, eval_episodes: int,

@@ -33,6 +33,10 @@ from seqrl.envs.tasks import FAMILIES
 from seqrl.errors import ConfigError, DatasetError
 
 META_LEVELS = ("mixed", "random", "medium", "expert")
+# A family's datasets get a new version when its behaviour policies change, so that data made before
+# (kept under the old Minari id) are never taken for the new ones. hopper-params v1: per-task experts
+# (v0: the privileged expert).
+FAMILY_DATASET_VERSIONS = {"hopper-params": 1}
 
 
 FAMILY_NAMES = tuple(FAMILIES)

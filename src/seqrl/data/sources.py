@@ -28,11 +28,11 @@ DATASET_VERSION = 0
 
 def minari_id_for(name: str) -> str:
     """Minari id of a seqrl dataset name: ``hopper-medium`` -> ``seqrl/hopper/medium-v0``,
-    ``cheetah-vel`` -> ``seqrl/cheetah-vel/mixed-v0``."""
-    from seqrl.data.meta_recipes import split_meta_name
+    ``cheetah-vel`` -> ``seqrl/cheetah-vel/mixed-v0``, ``hopper-params`` -> ``seqrl/hopper-params/mixed-v1``."""
+    from seqrl.data.meta_recipes import FAMILY_DATASET_VERSIONS, split_meta_name
 
     env, kind = split_meta_name(name) or split_name(name)
-    return f"{MINARI_NAMESPACE}/{env}/{kind}-v{DATASET_VERSION}"
+    return f"{MINARI_NAMESPACE}/{env}/{kind}-v{FAMILY_DATASET_VERSIONS.get(env, DATASET_VERSION)}"
 
 
 def split_name(name: str) -> tuple[str, str]:

@@ -90,6 +90,7 @@ def train(algo: str, dataset: str, env: str | None = None, steps: int = 100_000,
             raise ConfigError(f"no default target return for {env_id}: pass --target-return R")
     ref = reference_for(data)
     run = RunConfig(algo=algo, dataset=dataset, env_id=env_id, steps=steps, seed=seed,
+                    dataset_sha256=dataset_sha256(data),
                     eval_every=eval_every, eval_episodes=eval_episodes, target_returns=targets,
                     reference_returns=list(ref) if ref else None, log_every=log_every,
                     checkpoint_every=checkpoint_every, device=device, wandb_project=wandb_project,
@@ -118,6 +119,13 @@ def train(algo: str, dataset: str, env: str | None = None, steps: int = 100_000,
 
 
 META_ALGOS = ("cmt", "dt", "prompt-dt")   # what trains on a multi-task dataset
+
+
+def dataset_sha256(data) -> str:
+    """The data's content hash: the one stored with a made dataset, else computed from its arrays."""
+    from seqrl.data.recipes import content_hash
+
+    return data.metadata.get("seqrl_content_sha256") or content_hash(data)
 META_ONLY = ("prompt-dt",)                # what needs one
 
 

@@ -58,6 +58,9 @@ class RunConfig:
     log_every: int = 100
     checkpoint_every: int = 5_000
     device: str = "cpu"
+    dataset_sha256: str | None = None
+    """sha256 of the dataset's arrays (``seqrl.data.recipes.content_hash``): a resume, or a benchmark
+    reusing the run, must see the same data under the same name"""
     wandb_project: str | None = None
     """also log the metrics rows to this Weights & Biases project (needs `pip install wandb`;
     WANDB_MODE=offline keeps the run on disk for a later `wandb sync`)"""
@@ -174,6 +177,8 @@ class Trainer:
         for key in ("dataset", "seed", "env_id"):
             if stored["run"].get(key) != getattr(self.run, key):
                 differ.append(key)
+        if stored["run"].get("dataset_sha256") not in (None, self.run.dataset_sha256):
+            differ.append("the dataset's contents (dataset_sha256: remade or another version?)")
         if differ:
             raise ConfigError(f"cannot resume '{self.run_dir}': settings differ from the stored run "
                               f"({', '.join(differ)}); see its config.json")
