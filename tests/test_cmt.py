@@ -335,3 +335,20 @@ def test_prompt_to_steps_makes_every_step_depend_on_the_prompt():
         gen = _tiny_cmt(prompt_to_steps=flag).generator
         tokens = [gen.embed_steps(states, actions, rewards, steps, gen.step_bias(p[None])) for p in prompts]
         assert torch.equal(tokens[0], tokens[1]) != flag   # the step tokens themselves carry the prompt
+
+
+def test_improvement_stage_refuses_a_representation_trained_on_other_contents(tmp_path, capsys):
+    """`--from` a representation stage of the same dataset name whose contents have changed since."""
+    from seqrl.cli import main
+    from seqrl.data.d4rl import save_d4rl
+
+    data = tmp_path / "hopper_mine.hdf5"
+    save_d4rl(make_dataset([40, 40], obs_dim=11, act_dim=3, seed=0), data)
+    sets = [a for s in TINY for a in ("--set", s)]
+    base = ["train", "cmt", "--dataset", str(data), "--steps", "4", "--eval-episodes", "0", "--no-progress"]
+    assert main(base + ["--stage", "representation", "--out", str(tmp_path / "rep")] + sets) == 0
+    save_d4rl(make_dataset([40, 40], obs_dim=11, act_dim=3, seed=1), data, overwrite=True)
+    capsys.readouterr()
+    assert main(base + ["--stage", "improvement", "--from", str(tmp_path / "rep"), "--out",
+                        str(tmp_path / "imp")] + sets) == 2
+    assert "other contents of" in capsys.readouterr().err
