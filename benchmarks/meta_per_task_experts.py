@@ -23,9 +23,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -73,6 +70,7 @@ def cross_evaluate(family, experts: dict[int, object], randoms: dict[int, object
 
 
 def main() -> None:
+    from seqrl.bench.machine import git_commit, machine_info, write_result
     from seqrl.data.meta_recipes import behaviour_actor
     from seqrl.data.recipes import load_manifest
     from seqrl.envs.tasks import get_family
@@ -104,14 +102,10 @@ def main() -> None:
     manifest = load_manifest(family.behaviour_family)
     result = cross_evaluate(family, experts, randoms, args.episodes, args.seed,
                             privileged=behaviour_actor(manifest, manifest["expert"]))
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                            cwd=Path(__file__).parent).stdout.strip()
+    commit = git_commit()
     command = "python benchmarks/meta_per_task_experts.py " + " ".join(sys.argv[1:])
-    name = args.name or f"meta-per-task-experts-{args.family}"
-    record = {"command": command, "commit": commit, "machine": platform.processor() or platform.machine(),
+    record = {"command": command, "commit": commit, "machine": machine_info(),
               "family": args.family, "step": args.step, "privileged_expert": manifest["expert"], **result}
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps(record, indent=1) + "\n")
     m = result["mean"]
     lines = [f"# Per-task experts on {args.family}, cross-evaluated", "",
              f"`{command}` at commit `{commit}`: each task's SAC expert (snapshot {args.step}) and every "
@@ -125,7 +119,7 @@ def main() -> None:
     lines.append(f"| mean | {m['own']:.1f} | {m['other']:.1f} | {result['own_is_best']} of {len(result['tasks'])} "
                  f"| {m['random']:.1f} | {m['privileged_true']:.1f} | {m['privileged_nominal']:.1f} |")
     lines += ["", f"Gain over random lost with another task's expert: {result['gain_lost_by_other']:.2f}."]
-    (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
+    write_result(RESULTS, args.name or f"meta-per-task-experts-{args.family}", record, "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

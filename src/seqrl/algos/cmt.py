@@ -445,7 +445,9 @@ def train_cmt(config: CMTConfig, dataset, run, out: Path, resume: bool = False, 
         if rep_summary.get("dataset") not in (None, run.dataset):
             raise ConfigError(f"the representation stage in '{rep_dir}' was trained on "
                               f"'{rep_summary['dataset']}', not on '{run.dataset}'")
-        if rep_summary.get("config", {}).get("run", {}).get("dataset_sha256") not in (None, run.dataset_sha256):
+        from seqrl.train.api import trained_on_other_data
+
+        if trained_on_other_data(rep_summary.get("config", {}).get("run", {}), run.dataset_sha256):
             raise ConfigError(f"the representation stage in '{rep_dir}' was trained on other contents of "
                               f"'{run.dataset}' than it holds now (remade, or another version)")
     if not config.prompt_tuning:  # Q1: the representation stage's policy is the result

@@ -51,13 +51,12 @@ def train_or_reuse(run_dir: Path, algo: str, dataset: str, steps: int, **train_k
 
 def _check_same_data(summary: dict, run_dir: Path, dataset: str) -> None:
     """ConfigError when a finished run was trained on other contents than ``dataset`` holds now (a
-    dataset remade with other settings or a newer version under the same name). Runs from before
-    the hash was recorded are taken as they are."""
+    dataset remade with other settings or a newer version under the same name)."""
     from seqrl.data.sources import load_source
-    from seqrl.train.api import dataset_sha256
+    from seqrl.train.api import dataset_sha256, trained_on_other_data
 
-    stored = summary.get("config", {}).get("run", {}).get("dataset_sha256")
-    if stored is not None and stored != dataset_sha256(load_source(dataset, make_missing=True)):
+    now = dataset_sha256(load_source(dataset, make_missing=True))
+    if trained_on_other_data(summary.get("config", {}).get("run", {}), now):
         raise ConfigError(f"'{run_dir}' was trained on other contents of '{dataset}' than it holds now "
                           f"(remade, or another version): move the run away or pass another --runs")
 

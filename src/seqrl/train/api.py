@@ -119,6 +119,7 @@ def train(algo: str, dataset: str, env: str | None = None, steps: int = 100_000,
 
 
 META_ALGOS = ("cmt", "dt", "prompt-dt")   # what trains on a multi-task dataset
+META_ONLY = ("prompt-dt",)                # what needs one
 
 
 def dataset_sha256(data) -> str:
@@ -126,7 +127,13 @@ def dataset_sha256(data) -> str:
     from seqrl.data.recipes import content_hash
 
     return data.metadata.get("seqrl_content_sha256") or content_hash(data)
-META_ONLY = ("prompt-dt",)                # what needs one
+
+
+def trained_on_other_data(run_record: dict, sha256: str | None) -> bool:
+    """True when a run's stored settings (``config["run"]``) name other dataset contents than ``sha256``;
+    runs from before the hash was recorded count as the same data."""
+    stored = run_record.get("dataset_sha256")
+    return stored is not None and stored != sha256
 
 
 def _meta_config(algo: str, algo_cls):

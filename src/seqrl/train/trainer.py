@@ -177,7 +177,9 @@ class Trainer:
         for key in ("dataset", "seed", "env_id"):
             if stored["run"].get(key) != getattr(self.run, key):
                 differ.append(key)
-        if stored["run"].get("dataset_sha256") not in (None, self.run.dataset_sha256):
+        from seqrl.train.api import trained_on_other_data
+
+        if trained_on_other_data(stored["run"], self.run.dataset_sha256):
             differ.append("the dataset's contents (dataset_sha256: remade or another version?)")
         if differ:
             raise ConfigError(f"cannot resume '{self.run_dir}': settings differ from the stored run "
