@@ -235,8 +235,10 @@ def test_bench_meta_tiny_trains_evaluates_and_reuses(point_policies, tmp_path):
     oracle = json.loads((tmp_path / "runs" / "oracle-dt-point-robot-s0" / "config.json").read_text())
     assert oracle["algo"]["task_oracle"] is True
     stamp = (tmp_path / "runs" / "dt-point-robot-s0" / "summary.json").stat().st_mtime_ns
-    run_meta_bench("point-robot", **kwargs)                 # finished runs are reused, not retrained
+    # finished runs are reused, not retrained; evaluated in two spawned processes, the rows are the same
+    shared = run_meta_bench("point-robot", **dict(kwargs, eval_workers=2, name="meta-w2"))
     assert (tmp_path / "runs" / "dt-point-robot-s0" / "summary.json").stat().st_mtime_ns == stamp
+    assert shared["rows"] == result["rows"] and shared["eval_workers"] == 2
     # --baselines-from: only a new CMT variant trains; the base rows are copied from the earlier result
     from seqrl.errors import ConfigError
 

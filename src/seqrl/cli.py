@@ -328,7 +328,7 @@ def cmd_bench_meta(args) -> int:
                    runs=args.runs, out_dir=args.out, name=args.name,
                    command=" ".join(["seqrl"] + sys.argv[1:]), progress=not args.no_progress,
                    cmt_variants=variants, baselines_from=args.baselines_from,
-                   policy_prompt=args.policy_prompt)
+                   policy_prompt=args.policy_prompt, eval_workers=args.eval_workers)
     return 0
 
 
@@ -590,6 +590,9 @@ def build_parser() -> argparse.ArgumentParser:
     bmeta.add_argument("--policy-prompt", choices=("stored", "context"), default="stored",
                        help="two-prompt --cmt-variant runs: evaluate with the stored policy prompt (default) "
                             "or one read from the context as well")
+    bmeta.add_argument("--eval-workers", type=_positive_int, default=1, metavar="W",
+                       help="evaluate in W processes sharing the cores (the same episodes and returns; "
+                            "e.g. 2 on two cores halves the evaluation time)")
     bmeta.add_argument("--runs", default="runs/meta", help="folder of the run directories")
     bmeta.add_argument("--name", default=None, help="result file stem in --out (default meta-DATASET)")
     bmeta.add_argument("--out", default="benchmarks/results", help="folder for the results")

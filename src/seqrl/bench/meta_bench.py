@@ -11,7 +11,8 @@ evaluates every run on the held-out tasks for ``rounds`` consecutive episodes pe
 * Prompt-DT few-shot with expert and with medium prompts;
 * multi-task DT and oracle DT (no context).
 
-Every evaluation uses the same episode seeds. The table gives mean +- std over seeds of each run's mean
+Training comes first (every seed), then the evaluations, in this process or in ``eval_workers``
+spawned processes. Every evaluation uses the same episode seeds. The table gives mean +- std over seeds of each run's mean
 held-out return; the figure draws the adaptation curves with the baselines as horizontal lines.
 
 CMT variants (``cmt_variants``, e.g. ``cmt-beta0`` with ``overrides["cmt-beta0"] = ["behaviour_coef=0"]``)
@@ -66,10 +67,11 @@ def run_meta_bench(dataset: str, seeds, steps: int, rounds: int = 3, overrides=N
                    runs: str = "runs/meta", out_dir: str | None = "benchmarks/results",
                    name: str | None = None, command: str = "", progress: bool = True,
                    cmt_variants=(), baselines_from: str | None = None,
-                   policy_prompt: str = "stored") -> dict:
+                   policy_prompt: str = "stored", eval_workers: int = 1) -> dict:
     from seqrl.algos.cmt import improvement_only
-    from seqrl.eval.meta import evaluate_meta_policy
-    from seqrl.policy import Policy
+
+    if eval_workers < 1:
+        raise ConfigError(f"--eval-workers must be positive, got {eval_workers}")
 
     overrides = overrides or {}
     name = name or f"meta-{dataset}"
@@ -98,20 +100,22 @@ def run_meta_bench(dataset: str, seeds, steps: int, rounds: int = 3, overrides=N
                 "seed": seed, "run_dir": str(run_dir), "settings": settings,
                 "train_updates_per_s": (rep or summary)["train_updates_per_s"],
                 "elapsed_s": summary["elapsed_s"] + (rep["elapsed_s"] if rep else 0.0)})
+    jobs = []   # (seed, row, evaluation arguments), in the order of the table
+    for seed in seeds:
         for row, label, mode, context in protocols(dataset, cmt_variants):
             if base and label not in cmt_variants:
                 continue
             # policy_prompt "context": the variants' (two-prompt) policy prompts are read from the context
             spec = {"policy_prompt": policy_prompt} if label in cmt_variants and policy_prompt != "stored" else {}
-            policy = Policy.load(Path(runs) / f"{label}-{dataset}-s{seed}", **spec)
-            ev = evaluate_meta_policy(policy, mode=mode, rounds=rounds, context=context,
-                                      seed=1_000_000 + seed)
-            evals.setdefault(row, []).append({
-                "seed": seed, "return_mean": ev["return_mean"], "curve": ev["curve"],
-                "per_task": [(t["task"], t["return_mean"]) for t in ev["per_task"]],
-                "target_return": ev["target_return"]})
-            print(f"{dataset} seed {seed} {row}: {ev['return_mean']:.2f} (per episode "
-                  f"{', '.join(f'{x:.2f}' for x in ev['curve'])})", flush=True)
+            jobs.append((seed, row, (str(Path(runs) / f"{label}-{dataset}-s{seed}"), spec, mode, rounds,
+                                     context, 1_000_000 + seed)))
+    for (seed, row, _), ev in zip(jobs, _evaluations([job for _, _, job in jobs], eval_workers)):
+        evals.setdefault(row, []).append({
+            "seed": seed, "return_mean": ev["return_mean"], "curve": ev["curve"],
+            "per_task": [(t["task"], t["return_mean"]) for t in ev["per_task"]],
+            "target_return": ev["target_return"]})
+        print(f"{dataset} seed {seed} {row}: {ev['return_mean']:.2f} (per episode "
+              f"{', '.join(f'{x:.2f}' for x in ev['curve'])})", flush=True)
     rows = []
     for row, label, mode, context in protocols(dataset, cmt_variants):
         if base and label not in cmt_variants:
@@ -127,7 +131,8 @@ def run_meta_bench(dataset: str, seeds, steps: int, rounds: int = 3, overrides=N
     result = {"benchmark": name, "dataset": dataset, "command": command, "commit": git_commit(),
               "machine": machine_info(), "budget_updates": steps, "rounds": rounds,
               "seeds": list(seeds), "runs": trained, "rows": rows, "data_returns": data_returns,
-              "goals": _goals(rows, cmt_variants), "policy_prompt": policy_prompt}
+              "goals": _goals(rows, cmt_variants), "policy_prompt": policy_prompt,
+              "eval_workers": eval_workers}
     if base:
         result["baselines_from"] = base["source"]
     markdown = _markdown(result)
@@ -136,6 +141,41 @@ def run_meta_bench(dataset: str, seeds, steps: int, rounds: int = 3, overrides=N
         _plot(result, Path(out_dir) / f"{name}.png")
     print(markdown)
     return result
+
+
+def _evaluate(job, threads: int | None = None) -> dict:
+    """One held-out evaluation: (run directory, Policy.load options, mode, rounds, context, seed)."""
+    from seqrl.eval.meta import evaluate_meta_policy
+    from seqrl.policy import Policy
+
+    if threads is not None:          # a worker process: its share of the cores
+        import torch
+
+        torch.set_num_threads(threads)
+    run_dir, spec, mode, rounds, context, seed = job
+    return evaluate_meta_policy(Policy.load(run_dir, **spec), mode=mode, rounds=rounds, context=context,
+                                seed=seed)
+
+
+def _evaluations(jobs: list, workers: int):
+    """The evaluations of ``jobs`` in their order: in this process, or ``workers`` spawned processes
+    sharing the cores (each evaluation is seeded, so where it runs does not change its episodes)."""
+    if workers == 1:
+        yield from (_evaluate(job) for job in jobs)
+        return
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    from seqrl.data.sources import load_source
+
+    for context in sorted({job[4] for job in jobs if job[4] is not None}):
+        load_source(context, make_missing=True)      # made once here, not by several workers at once
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(_evaluate, job, threads) for job in jobs]
+        for future in futures:
+            yield future.result()
 
 
 def _run_settings(label: str, settings: list, overrides: dict) -> list:
