@@ -12,8 +12,9 @@ evaluates every run on the held-out tasks for ``rounds`` consecutive episodes pe
 * multi-task DT and oracle DT (no context).
 
 Training comes first (every seed), then the evaluations, in this process or in ``eval_workers``
-spawned processes. Every evaluation uses the same episode seeds. The table gives mean +- std over seeds of each run's mean
-held-out return; the figure draws the adaptation curves with the baselines as horizontal lines.
+spawned processes. Every evaluation uses the same episode seeds. The table gives mean +- std over
+seeds of each run's mean held-out return; the figure draws the adaptation curves with the baselines
+as horizontal lines.
 
 CMT variants (``cmt_variants``, e.g. ``cmt-beta0`` with ``overrides["cmt-beta0"] = ["behaviour_coef=0"]``)
 are CMT runs with the settings of ``cmt`` plus their own; a variant whose own settings change the
