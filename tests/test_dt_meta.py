@@ -232,6 +232,14 @@ def test_bench_meta_tiny_trains_evaluates_and_reuses(point_policies, tmp_path):
     assert config["algo"]["behaviour_coef"] == 0 and config["algo"]["fragment_len"] == 5
     assert all(len(r["curve_mean"]) == 2 and np.isfinite(r["return_mean"]) for r in result["rows"])
     assert (tmp_path / "out" / "meta-point-robot.png").stat().st_size > 0
+    # context gain: each CMT's return with a context minus the same runs without one, per seed
+    by = {r["protocol"]: r for r in result["rows"]}
+    assert set(result["context_gain"]) == {f"{label}_{key}" for label in ("cmt", "cmt-beta0")
+                                           for key in ("zero_shot", "medium", "expert")}
+    expert, none = (by[f"CMT (cmt-beta0) {p}"]["seeds"][0]["return_mean"]
+                    for p in ("few-shot, expert context", "without context"))
+    assert result["context_gain"]["cmt-beta0_expert"] == {"mean": expert - none, "per_seed": [expert - none]}
+    assert "Context gain" in (tmp_path / "out" / "meta-point-robot.md").read_text()
     oracle = json.loads((tmp_path / "runs" / "oracle-dt-point-robot-s0" / "config.json").read_text())
     assert oracle["algo"]["task_oracle"] is True
     stamp = (tmp_path / "runs" / "dt-point-robot-s0" / "summary.json").stat().st_mtime_ns

@@ -132,7 +132,8 @@ def run_meta_bench(dataset: str, seeds, steps: int, rounds: int = 3, overrides=N
     result = {"benchmark": name, "dataset": dataset, "command": command, "commit": git_commit(),
               "machine": machine_info(), "budget_updates": steps, "rounds": rounds,
               "seeds": list(seeds), "runs": trained, "rows": rows, "data_returns": data_returns,
-              "goals": _goals(rows, cmt_variants), "policy_prompt": policy_prompt,
+              "goals": _goals(rows, cmt_variants), "context_gain": _context_gain(rows, cmt_variants),
+              "policy_prompt": policy_prompt,
               "eval_workers": eval_workers}
     if base:
         result["baselines_from"] = base["source"]
@@ -242,6 +243,23 @@ def _goals(rows: list[dict], cmt_variants=()) -> dict:
     return goals
 
 
+def _context_gain(rows: list[dict], cmt_variants=()) -> dict:
+    """What a context adds to each CMT: its return with a context (zero-shot, medium, expert) minus the
+    same runs without one, per seed (same seeds, same episode seeds) and their mean. A CMT that meets
+    the goals with a gain near zero acts well without adapting."""
+    by = {r["protocol"]: r for r in rows}
+    gains = {}
+    for label in ("cmt", *cmt_variants):
+        name = "CMT" if label == "cmt" else f"CMT ({label})"
+        none = [s["return_mean"] for s in by[f"{name} without context"]["seeds"]]
+        for key, protocol in (("zero_shot", "zero-shot"), ("medium", "few-shot, medium context"),
+                              ("expert", "few-shot, expert context")):
+            with_context = [s["return_mean"] for s in by[f"{name} {protocol}"]["seeds"]]
+            per_seed = [w - n for w, n in zip(with_context, none)]
+            gains[f"{label}_{key}"] = {"mean": float(np.mean(per_seed)), "per_seed": per_seed}
+    return gains
+
+
 def _markdown(r: dict) -> str:
     m = r["machine"]
     lines = [f"# Offline meta-RL on {r['dataset']} ({r['budget_updates']} updates per stage)", "",
@@ -268,7 +286,13 @@ def _markdown(r: dict) -> str:
               "return): " +
               ", ".join(f"{k} {v:.2f}" for k, v in r["data_returns"].items()) + ".", "",
               "Goals: " + ", ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in r["goals"].items()) + ".",
-              "", "| run | settings | updates/s | wall time per seed |", "|---|---|---|---|"]
+              ""]
+    if r.get("context_gain"):
+        lines += ["Context gain (return with the context minus the same CMT runs without one; mean over "
+                  "seeds, then per seed): " + "; ".join(
+                      f"{k} {g['mean']:+.2f} ({', '.join(f'{x:+.2f}' for x in g['per_seed'])})"
+                      for k, g in r["context_gain"].items()) + ".", ""]
+    lines += ["| run | settings | updates/s | wall time per seed |", "|---|---|---|---|"]
     for label, per_seed in r["runs"].items():
         ups = np.mean([s["train_updates_per_s"] for s in per_seed])
         wall = np.mean([s["elapsed_s"] for s in per_seed])
