@@ -44,8 +44,13 @@ RUNS = (("cmt", "cmt", []), ("prompt-dt", "prompt-dt", []), ("dt", "dt", []),
         ("oracle-dt", "dt", ["task_oracle=true"]))
 
 
+def _cmt_name(label: str) -> str:
+    """The row-name prefix of a CMT run label: "CMT", or "CMT (variant)"."""
+    return "CMT" if label == "cmt" else f"CMT ({label})"
+
+
 def _cmt_rows(dataset: str, label: str) -> list[tuple[str, str, str, str | None]]:
-    name = "CMT" if label == "cmt" else f"CMT ({label})"
+    name = _cmt_name(label)
     medium, expert = f"{dataset}-medium", f"{dataset}-expert"
     return [(f"{name} zero-shot", label, "zero-shot", None),
             (f"{name} few-shot, expert context", label, "few-shot", expert),
@@ -233,7 +238,7 @@ def _goals(rows: list[dict], cmt_variants=()) -> dict:
     by = {r["protocol"]: r["return_mean"] for r in rows}
     goals = {}
     for label in ("cmt", *cmt_variants):
-        name = "CMT" if label == "cmt" else f"CMT ({label})"
+        name = _cmt_name(label)
         prefix = "" if label == "cmt" else f"{label}_"
         goals[f"{prefix}cmt_zero_shot_ge_prompt_dt_few_shot"] = (
             by[f"{name} zero-shot"] >= by["Prompt-DT few-shot, expert prompt"])
@@ -250,7 +255,7 @@ def _context_gain(rows: list[dict], cmt_variants=()) -> dict:
     by = {r["protocol"]: r for r in rows}
     gains = {}
     for label in ("cmt", *cmt_variants):
-        name = "CMT" if label == "cmt" else f"CMT ({label})"
+        name = _cmt_name(label)
         none = [s["return_mean"] for s in by[f"{name} without context"]["seeds"]]
         for key, protocol in (("zero_shot", "zero-shot"), ("medium", "few-shot, medium context"),
                               ("expert", "few-shot, expert context")):
